@@ -1,0 +1,157 @@
+"""The `facegan` command: a thin layer of flags over the library.
+
+Every user mistake surfaces as a FaceganError, printed here as one ``error:`` line with a
+non-zero exit code (2 for bad input, 3 for a diverged run, 130 for an interrupted one).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from facegan.errors import FaceganError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Train DCGAN-family face generators, then generate faces from them.",
+)
+
+
+@app.command()
+def presets() -> None:
+    """List the model presets with their sizes and parameter counts."""
+    from facegan.config import PRESETS
+    from facegan.models.dcgan import build, n_params
+
+    typer.echo(f"{'preset':<14}{'res':>5}{'ch':>4}{'z':>5}{'G params':>12}{'D params':>12}  about")
+    for name, p in PRESETS.items():
+        G, D = build(p.model)
+        m = p.model
+        typer.echo(f"{name:<14}{m.res:>5}{m.channels:>4}{m.z_dim:>5}{n_params(G):>12,}{n_params(D):>12,}  {p.about}")
+
+
+@app.command()
+def prepare(
+    src: str = typer.Argument(..., help="Image folder, zip, CelebA/FFHQ/140k-faces folder, Fashion-MNIST idx file/folder, or 'procedural[:N]'."),
+    res: int = typer.Option(..., "--res", help="Output resolution (square side in pixels)."),
+    out: Path = typer.Option(..., "--out", help="Output .npy file; a manifest FILE.json is written beside it."),
+    channels: int = typer.Option(3, "--channels", help="3 = RGB, 1 = grayscale."),
+    crop: str = typer.Option("auto", "--crop", help="auto (= center), center, celeba (140×140 face box), none (squash)."),
+    include_fake: bool = typer.Option(False, "--include-fake", help="140k-faces layout: also take the fake faces."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Pack at most this many images."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Decoding processes (default: all cores)."),
+) -> None:
+    """Decode, crop and resize a dataset once into a memory-mapped uint8 file for training."""
+    from facegan.data.prepare import format_summary
+    from facegan.data.prepare import prepare as run_prepare
+
+    manifest = run_prepare(src, out, res, channels=channels, crop=crop, include_fake=include_fake,
+                           limit=limit, workers=workers, progress=True)
+    typer.echo(format_summary(manifest))
+
+
+@app.command()
+def train(
+    src: Optional[str] = typer.Argument(None, help="Training data (any source `prepare` takes, or a prepared .npy). Default: built-in procedural faces."),
+    preset: str = typer.Option("dcgan64", "--preset", "-p", help="Model + recipe; see `facegan presets`."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: runs/PRESET, numbered if taken)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder from its last checkpoint."),
+    batch: Optional[int] = typer.Option(None, "--batch", "-b", min=1, help="Batch size (preset default)."),
+    max_images: Optional[int] = typer.Option(None, "--max-images", min=1, help="Stop after D has seen this many real images in total."),
+    epochs: Optional[float] = typer.Option(None, "--epochs", min=0.0, help="Stop after this many passes over the data."),
+    max_time: Optional[float] = typer.Option(None, "--max-time", min=1.0, help="Stop after this many seconds (this invocation)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed for init, data order, latents (default 0)."),
+    lr_g: Optional[float] = typer.Option(None, "--lr-g", help="Generator Adam learning rate (default 2e-4)."),
+    lr_d: Optional[float] = typer.Option(None, "--lr-d", help="Discriminator Adam learning rate (default 2e-4)."),
+    label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing", min=0.0, max=0.5, help="Real targets become 1−s."),
+    label_noise: Optional[float] = typer.Option(None, "--label-noise", min=0.0, max=0.5, help="Real targets ~U(1−n,1), fake ~U(0,n)."),
+    label_flip: Optional[float] = typer.Option(None, "--label-flip", min=0.0, max=0.5, help="Fraction of D targets swapped."),
+    d_dropout: Optional[float] = typer.Option(None, "--d-dropout", min=0.0, max=0.9, help="Dropout after every D block."),
+    flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help="Random horizontal flips of real images."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto (cuda → mps → cpu), cpu, cuda, cuda:1, mps."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="auto (bf16 where native, else fp32), fp32, bf16."),
+    log_every: Optional[int] = typer.Option(None, "--log-every", min=1, help="Steps between metric log lines."),
+    sample_every: Optional[int] = typer.Option(None, "--sample-every", min=1, help="Steps between sample grids."),
+    ckpt_every: Optional[int] = typer.Option(None, "--ckpt-every", min=1, help="Steps between checkpoints."),
+    keep: Optional[int] = typer.Option(None, "--keep", min=1, help="Checkpoints kept (newest)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
+) -> None:
+    """Train a GAN; writes config, metrics JSONL, sample grids, loss curve and checkpoints to the run folder."""
+    from facegan import config
+    from facegan.train.loop import resume_config, train as run_train
+
+    if precision not in (None, "auto", "fp32", "bf16"):
+        raise FaceganError(f"--precision must be auto, fp32 or bf16, not {precision!r}")
+    budget = dict(max_images=max_images, epochs=epochs, max_time=max_time)
+    if resume is not None:
+        cfg = resume_config(resume, device=device, log_every=log_every, sample_every=sample_every,
+                            ckpt_every=ckpt_every, keep=keep, **budget)
+    else:
+        cfg = config.resolve(preset, data=src, out=str(out or _free_run_dir(preset)), batch=batch, seed=seed,
+                             lr_g=lr_g, lr_d=lr_d, label_smoothing=label_smoothing, label_noise=label_noise,
+                             label_flip=label_flip, d_dropout=d_dropout, flip=flip, device=device,
+                             precision=precision, log_every=log_every, sample_every=sample_every,
+                             ckpt_every=ckpt_every, keep=keep, **budget)
+    result = run_train(cfg, resume=resume is not None, progress=progress)
+    run = result.run
+    typer.echo(f"trained {result.steps} steps ({result.images:,} images) in {result.seconds:.0f} s, stopped by {result.stopped_by}")
+    typer.echo(f"  run folder : {run}")
+    typer.echo(f"  checkpoint : {result.checkpoint}")
+    typer.echo(f"  samples    : {run / 'samples'}")
+    typer.echo(f"  metrics    : {run / 'metrics.jsonl'}  (curve: {run / 'loss_curve.png'})")
+    if result.stopped_by == "signal":
+        typer.echo(f"interrupted; continue with: facegan train --resume {run}", err=True)
+        raise typer.Exit(130)
+
+
+def _free_run_dir(preset: str) -> Path:
+    """runs/PRESET, or runs/PRESET-2, -3, … so a new run never lands on an old one."""
+    base = Path("runs") / preset
+    path, k = base, 2
+    while path.exists():
+        path, k = base.with_name(f"{preset}-{k}"), k + 1
+    return path
+
+
+@app.command()
+def generate(
+    source: Path = typer.Argument(..., help="Run folder (uses its latest checkpoint) or checkpoint file."),
+    n: int = typer.Option(64, "-n", min=1, help="Number of faces."),
+    seed: int = typer.Option(0, "--seed", help="Latent stream; face (seed, index) is always the same face."),
+    start: int = typer.Option(0, "--start", min=0, help="First latent index (regenerate one face with --start I -n 1)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for PNGs + manifest.json (default: RUN/generated/seedS)."),
+    grid: Optional[Path] = typer.Option(None, "--grid", help="Write one grid PNG here instead of separate files."),
+    rows: int = typer.Option(6, "--rows", min=1, help="Grid is rows×rows faces."),
+    batch: int = typer.Option(256, "--batch", min=1, help="Faces per forward pass."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, mps."),
+) -> None:
+    """Generate faces from a trained generator: PNG files with a manifest, or a grid."""
+    from facegan import checkpoint, sample
+
+    G = sample.load_generator(source, device=device)
+    if grid is not None:
+        path = sample.write_grid(G, grid, rows=rows, seed=seed)
+        typer.echo(f"wrote a {rows}×{rows} grid of faces: {path}")
+        return
+    ckpt = checkpoint.find(source)
+    run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    folder = out or run / "generated" / f"seed{seed}"
+    manifest = sample.generate(G, folder, n, seed=seed, start=start, batch_size=batch)
+    typer.echo(f"wrote {n} faces to {folder} (manifest: {manifest})")
+
+
+def main() -> None:
+    """Entry point: run the app, turning user errors into one line and an exit code."""
+    try:
+        app()
+    except FaceganError as e:
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)

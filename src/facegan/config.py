@@ -1,0 +1,130 @@
+"""Plain-Python configuration: the training options and the preset table.
+
+A preset is a model architecture plus the training settings of the project it reproduces.
+Command-line flags override single fields; the resolved result is written to the run folder as
+``config.json`` so a run can always be reproduced or resumed from that file alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from facegan.models.dcgan import ModelConfig
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides what a training run computes (plus where it writes).
+
+    Budgets: ``max_images`` (total images shown to D, across resumes), ``epochs`` (passes over
+    the dataset) and ``max_time`` (wall seconds for this invocation); the first reached stops.
+    Label options apply to D's targets only: ``label_smoothing`` s makes real targets 1−s;
+    ``label_noise`` n draws real targets from U(1−n, 1) and fake ones from U(0, n);
+    ``label_flip`` p swaps the real/fake target of a fraction p of each batch.
+    """
+
+    preset: str = "dcgan64"
+    data: str | None = None
+    out: str = "runs/run"
+    batch: int = 128
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    max_images: int | None = None
+    epochs: float | None = None
+    max_time: float | None = None
+    seed: int = 0
+    label_smoothing: float = 0.0
+    label_noise: float = 0.0
+    label_flip: float = 0.0
+    flip: bool = False
+    device: str = "auto"
+    precision: str = "auto"
+    channels_last: bool = True
+    log_every: int = 25
+    sample_every: int = 250
+    ckpt_every: int = 500
+    keep: int = 3
+    grid: int = 36
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["model"] = self.model.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)} - {"model"}
+        return cls(model=ModelConfig.from_dict(d["model"]), **{k: v for k, v in d.items() if k in known})
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named architecture + training recipe, and what it reproduces."""
+
+    model: ModelConfig
+    about: str
+    train: dict[str, Any] = field(default_factory=dict)
+
+
+BUDGETS = {"max_images", "epochs", "max_time"}
+
+PRESETS: dict[str, Preset] = {
+    "quick": Preset(
+        ModelConfig(res=64, z_dim=64, g_width=32, d_width=32, width_cap=256),
+        "small 64² DCGAN for CPU demos and tests (¼ the widths of dcgan64)",
+        dict(batch=64, max_images=60_000, flip=True, sample_every=100, ckpt_every=250),
+    ),
+    "dcgan64": Preset(
+        ModelConfig(res=64, z_dim=100, g_width=64, d_width=64, width_cap=512),
+        "PyTorch DCGAN tutorial / Radford et al.: z=100, 64 maps, BN, ReLU G, LeakyReLU D, tanh",
+        dict(batch=128, epochs=5),
+    ),
+    "celeba128": Preset(
+        ModelConfig(res=128, z_dim=100, g_width=64, d_width=64, width_cap=1024),
+        "enhanced 128² DCGAN for CelebA (178×218 centre crop): one more up/down stage, 1024 maps at 4²",
+        dict(batch=64, epochs=5),
+    ),
+    "faces128-z32": Preset(
+        ModelConfig(res=128, z_dim=32, g_entry="linear", entry_res=16, g_pre=1, g_post=3,
+                    g_width=32, d_width=32, width_cap=128, d_head="linear"),
+        "32-number latent → dense → 16×16×128, 4 ConvTranspose + 3 Conv; noisy, flipped labels",
+        dict(batch=64, epochs=5, label_noise=0.1, label_flip=0.05),
+    ),
+    "faces256": Preset(
+        ModelConfig(res=256, z_dim=100, g_entry="linear", entry_res=8, g_post=1, g_width=16,
+                    d_width=32, width_cap=512, d_dropout=0.25, d_head="linear"),
+        "Flickr-Faces 256²: dense → 8×8×512, five upsamplings (256/128/64/32/16 maps), D mirrored with BN+dropout",
+        dict(batch=32, epochs=5),
+    ),
+    "fashion28": Preset(
+        ModelConfig(res=28, channels=1, z_dim=100, g_entry="linear", entry_res=7, g_pre=1,
+                    g_width=64, d_width=64, width_cap=256, g_act="leaky", d_norm="none",
+                    d_dropout=0.3, d_head="linear"),
+        "Fashion-MNIST 28² grayscale (TensorFlow DCGAN tutorial): dense → 7×7, LeakyReLU G, D without BN, dropout 0.3",
+        dict(batch=256, epochs=50, lr_g=1e-4, lr_d=1e-4),
+    ),
+}
+
+
+def resolve(preset: str, **overrides: Any) -> TrainConfig:
+    """Preset defaults, then the preset's training recipe, then explicit (non-None) overrides.
+
+    Model fields (e.g. ``d_dropout``, ``z_dim``) may be overridden too; they go to the model.
+    """
+    if preset not in PRESETS:
+        from facegan.errors import FaceganError
+
+        raise FaceganError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    p = PRESETS[preset]
+    model_fields = {f.name for f in fields(ModelConfig)}
+    model_over = {k: v for k, v in overrides.items() if k in model_fields and v is not None}
+    train_over = {k: v for k, v in overrides.items() if k not in model_fields and v is not None}
+    recipe = dict(p.train)
+    if BUDGETS & train_over.keys():  # an explicit budget replaces the preset's, not adds to it
+        recipe = {k: v for k, v in recipe.items() if k not in BUDGETS}
+    cfg = TrainConfig(preset=preset, model=replace(p.model, **model_over))
+    return replace(cfg, **{**recipe, **train_over})

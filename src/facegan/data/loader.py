@@ -1,0 +1,77 @@
+"""Batches for training, straight from a prepared uint8 array.
+
+There is no DataLoader and no per-image decoding: a batch is one fancy-index into the
+memory-mapped array (the OS page cache keeps hot data in RAM, so memory does not grow with the
+dataset), moved to the device as uint8 and only then turned into floats. Crop-free flips and
+scaling happen on the device, batched.
+
+The order is a pure function of (seed, step): epoch e uses ``randperm(N)`` seeded by (seed, e),
+and rank r of a world of size W takes every W-th index. So resuming at any step needs no saved
+sampler state, and data-parallel ranks never see the same image in an epoch.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
+import torch
+
+
+class BatchSampler:
+    """Deterministic, rank-aware batches of a (N, H, W, C) uint8 array."""
+
+    def __init__(self, images: np.ndarray, batch: int, seed: int, rank: int = 0, world: int = 1) -> None:
+        self.images, self.batch, self.seed, self.rank, self.world = images, batch, seed, rank, world
+        self.steps_per_epoch = len(images) // world // batch
+        self._epoch, self._order = -1, torch.empty(0, dtype=torch.long)
+
+    def indices(self, step: int) -> np.ndarray:
+        """Dataset indices of this rank's batch at global step ``step`` (sorted for locality)."""
+        epoch, pos = divmod(step, self.steps_per_epoch)
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            self._order = torch.randperm(len(self.images), generator=g)[self.rank :: self.world]
+            self._epoch = epoch
+        idx = self._order[pos * self.batch : (pos + 1) * self.batch].numpy()
+        return np.sort(idx)  # sorted reads are faster on a memmap; order in a batch is irrelevant
+
+    def load(self, step: int) -> torch.Tensor:
+        """uint8 (B, H, W, C) CPU tensor for ``step`` (a copy, safe to keep)."""
+        return torch.from_numpy(np.ascontiguousarray(self.images[self.indices(step)]))
+
+
+class Prefetcher:
+    """Reads the next batch on a background thread while the current step computes.
+
+    Torch kernels release the GIL, so the memmap read overlaps the step on the other cores.
+    """
+
+    def __init__(self, sampler: BatchSampler, device: torch.device) -> None:
+        self.sampler, self.device = sampler, device
+        self._pool = ThreadPoolExecutor(max_workers=1)
+        self._pending: dict[int, Future] = {}
+
+    def get(self, step: int, prefetch_next: bool = True) -> torch.Tensor:
+        fut = self._pending.pop(step, None)
+        x = fut.result() if fut is not None else self.sampler.load(step)
+        if prefetch_next:
+            self._pending[step + 1] = self._pool.submit(self.sampler.load, step + 1)
+        pin = self.device.type == "cuda"
+        return (x.pin_memory() if pin else x).to(self.device, non_blocking=pin)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def to_model_input(batch_u8: torch.Tensor, flip: bool, gen: torch.Generator | None, channels_last: bool) -> torch.Tensor:
+    """uint8 (B, H, W, C) on the device → float (B, C, H, W) in [−1, 1], optionally h-flipped.
+
+    NHWC uint8 permuted to NCHW *is* the channels_last layout, so no copy is needed for it.
+    """
+    x = batch_u8.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+    if flip:
+        mask = torch.rand(x.shape[0], generator=gen, device=x.device) < 0.5
+        x = torch.where(mask[:, None, None, None], x.flip(3), x)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return x.contiguous(memory_format=fmt)

@@ -1,0 +1,257 @@
+"""Find the images in whatever the user points at: a folder, a zip, a known dataset layout.
+
+:func:`open_source` recognises the layouts people actually download (CelebA
+``img_align_celeba``, FFHQ, the Kaggle "140k real and fake faces" tree, Fashion-MNIST IDX
+files) so that the right subset is taken and the manifest can say what was packed. Every source
+lists its items in sorted order, so the same data always packs to the same file, and exposes a
+:meth:`Source.fingerprint` that changes whenever a file is added, removed or modified, which is
+what keys the prepared-dataset cache.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import re
+import zipfile
+from abc import ABC, abstractmethod
+from bisect import bisect_right
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from facegan.errors import FaceganError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
+_IDX_NAME = re.compile(r"images[.-]idx3-ubyte(\.gz)?$", re.IGNORECASE)
+_IDX_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
+_FFHQ_DIR = re.compile(r"ffhq|flickr.?faces|images\d+x\d+|thumbnails\d+x\d+", re.IGNORECASE)
+
+
+class Source(ABC):
+    """An ordered, indexable collection of images; safe to pickle into worker processes."""
+
+    kind: str
+    root: Path
+    names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @abstractmethod
+    def read(self, i: int) -> bytes | np.ndarray:
+        """Encoded bytes of item ``i`` (or a decoded uint8 array for raw-pixel formats)."""
+
+    @abstractmethod
+    def _identity(self) -> list[str]:
+        """Lines that change whenever the data changes (names, sizes, mtimes)."""
+
+    def fingerprint(self) -> str:
+        """Short hash of where the data is and what it contains, for cache invalidation."""
+        return hash_lines([self.kind, str(self.root), *self._identity()])
+
+
+def hash_lines(lines: Iterable[str]) -> str:
+    """16 hex digits of SHA-256 over ``lines``: short enough for file names, ample for a cache."""
+    digest = hashlib.sha256()
+    for line in lines:
+        digest.update(line.encode("utf-8", "surrogateescape") + b"\n")
+    return digest.hexdigest()[:16]
+
+
+class FolderSource(Source):
+    """Image files under a directory, read one by one from disk."""
+
+    def __init__(self, root: Path, kind: str, names: list[str]) -> None:
+        self.root, self.kind, self.names = root, kind, names
+
+    def read(self, i: int) -> bytes:
+        return (self.root / self.names[i]).read_bytes()
+
+    def _identity(self) -> list[str]:
+        lines = []
+        for name in self.names:
+            st = (self.root / name).stat()
+            lines.append(f"{name}\t{st.st_size}\t{st.st_mtime_ns}")
+        return lines
+
+
+class ZipSource(Source):
+    """Image members of a zip archive, read without extracting.
+
+    Each process opens its own ``ZipFile``: a handle shared across ``fork`` shares one file
+    offset, and workers seeking it concurrently would read each other's bytes.
+    """
+
+    def __init__(self, root: Path, kind: str, names: list[str]) -> None:
+        self.root, self.kind, self.names = root, kind, names
+        self._zip: zipfile.ZipFile | None = None
+        self._pid = -1
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_zip": None, "_pid": -1}
+
+    def read(self, i: int) -> bytes:
+        if self._zip is None or self._pid != os.getpid():
+            self._zip, self._pid = zipfile.ZipFile(self.root), os.getpid()
+        return self._zip.read(self.names[i])
+
+    def _identity(self) -> list[str]:
+        st = self.root.stat()
+        with zipfile.ZipFile(self.root) as zf:
+            infos = {info.filename: info for info in zf.infolist()}
+        lines = [f"archive\t{st.st_size}\t{st.st_mtime_ns}"]
+        lines += [f"{n}\t{infos[n].file_size}\t{infos[n].CRC}" for n in self.names]
+        return lines
+
+
+class IdxSource(Source):
+    """Images stored in IDX files (Fashion-MNIST / MNIST), yielded as 2-D uint8 arrays.
+
+    Pixel arrays are loaded lazily per process so that pickling the source into workers sends
+    only file names, not 50 MB of pixels.
+    """
+
+    kind = "fashion-mnist"
+
+    def __init__(self, root: Path, files: list[Path]) -> None:
+        self.root, self.files = root, files
+        counts = [_read_idx_header(f)[0] for f in files]
+        self._starts = np.cumsum([0] + counts).tolist()
+        self.names = [f"{f.name}#{k}" for f, n in zip(files, counts) for k in range(n)]
+        self._arrays: dict[int, np.ndarray] = {}
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_arrays": {}}
+
+    def read(self, i: int) -> np.ndarray:
+        f = bisect_right(self._starts, i) - 1
+        if f not in self._arrays:
+            self._arrays[f] = _load_idx(self.files[f])
+        return self._arrays[f][i - self._starts[f]]
+
+    def _identity(self) -> list[str]:
+        return [f"{f}\t{f.stat().st_size}\t{f.stat().st_mtime_ns}" for f in self.files]
+
+
+def open_source(src: str | Path, include_fake: bool = False) -> Source:
+    """Detect what ``src`` is and list its images.
+
+    ``include_fake`` only matters for the 140k real-and-fake layout, where by default only the
+    real photographs are taken (training a face GAN on another GAN's output copies its flaws).
+    """
+    path = Path(src).expanduser()
+    if not path.exists():
+        raise FaceganError(f"dataset not found: {path}")
+    path = path.resolve()
+    if path.is_dir():
+        return _open_folder(path, include_fake)
+    if _IDX_NAME.search(path.name):
+        return IdxSource(path, [path])
+    if path.suffix.lower() == ".zip" or zipfile.is_zipfile(path):
+        return _open_zip(path, include_fake)
+    raise FaceganError(
+        f"unsupported dataset file: {path} (expected a folder of images, a .zip, "
+        "a Fashion-MNIST *-images-idx3-ubyte[.gz] file, or a .npy made by `facegan prepare`)"
+    )
+
+
+def _open_folder(root: Path, include_fake: bool) -> Source:
+    images, idx_files = [], []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if _visible(d)]
+        rel_dir = Path(dirpath).relative_to(root)
+        for name in filenames:
+            if not _visible(name):
+                continue
+            if name.lower().endswith(IMAGE_EXTENSIONS):
+                images.append((rel_dir / name).as_posix())
+            elif _IDX_NAME.search(name):
+                idx_files.append(Path(dirpath) / name)
+    if idx_files and not images:
+        return IdxSource(root, _dedupe_idx(idx_files))
+    kind, names = _classify(sorted(images), root.name, "folder", include_fake)
+    if not names:
+        raise FaceganError(_no_images_message(root))
+    return FolderSource(root, kind, names)
+
+
+def _open_zip(path: Path, include_fake: bool) -> Source:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = zf.namelist()
+    except (zipfile.BadZipFile, OSError) as e:
+        raise FaceganError(f"cannot read archive {path}: {e}; is the download complete?") from None
+    images = sorted(
+        m
+        for m in members
+        if not m.endswith("/")
+        and m.lower().endswith(IMAGE_EXTENSIONS)
+        and all(_visible(part) for part in m.split("/"))
+    )
+    kind, names = _classify(images, path.stem, "zip", include_fake)
+    if not names:
+        raise FaceganError(_no_images_message(path))
+    return ZipSource(path, kind, names)
+
+
+def _classify(
+    paths: list[str], root_name: str, plain_kind: str, include_fake: bool
+) -> tuple[str, list[str]]:
+    """Recognise a known dataset layout from relative image paths and select its images.
+
+    ``root_name`` (the folder or zip name) takes part in detection, so pointing straight at
+    ``img_align_celeba/`` or ``ffhq.zip`` works as well as pointing at their parent.
+    """
+    dirs = [[root_name.lower(), *p.lower().split("/")[:-1]] for p in paths]
+    celeba = [p for p, d in zip(paths, dirs) if "img_align_celeba" in d]
+    if celeba:
+        return "celeba", celeba
+    all_dirs = {part for d in dirs for part in d}
+    if {"real", "fake"} <= all_dirs:
+        return "140k", [p for p, d in zip(paths, dirs) if include_fake or "fake" not in d]
+    if any(_FFHQ_DIR.search(part) for part in all_dirs):
+        return "ffhq", paths
+    return plain_kind, paths
+
+
+def _visible(name: str) -> bool:
+    return not name.startswith(".") and name != "__MACOSX"
+
+
+def _dedupe_idx(files: list[Path]) -> list[Path]:
+    """Sorted IDX files, dropping ``x.gz`` when ``x`` sits next to it (after ``gunzip -k``)."""
+    names = {f.name for f in files}
+    return sorted(f for f in files if not (f.suffix == ".gz" and f.stem in names))
+
+
+def _no_images_message(path: Path) -> str:
+    exts = ", ".join(e.lstrip(".") for e in IMAGE_EXTENSIONS)
+    return f"no images found in {path} (looked for {exts}); point at a folder or zip of face images"
+
+
+def _open_idx(path: Path) -> IO[bytes]:
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def _read_idx_header(path: Path) -> tuple[int, int, int]:
+    """Return (count, rows, cols) from an IDX3 header: magic then three big-endian uint32."""
+    with _open_idx(path) as f:
+        header = f.read(16)
+    if len(header) < 16 or int.from_bytes(header[:4], "big") != _IDX_MAGIC:
+        raise FaceganError(f"{path} is not an IDX image file (bad header); re-download it")
+    count, rows, cols = (int.from_bytes(header[i : i + 4], "big") for i in (4, 8, 12))
+    return count, rows, cols
+
+
+def _load_idx(path: Path) -> np.ndarray:
+    count, rows, cols = _read_idx_header(path)
+    with _open_idx(path) as f:
+        raw = f.read()
+    pixels = np.frombuffer(raw, dtype=np.uint8, offset=16)
+    if pixels.size != count * rows * cols:
+        raise FaceganError(f"{path} is truncated ({pixels.size} of {count * rows * cols} pixels)")
+    return pixels.reshape(count, rows, cols)

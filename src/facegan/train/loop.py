@@ -1,0 +1,292 @@
+"""The training loop, top to bottom: data → nets → alternating D/G steps → logs, grids, checkpoints.
+
+Design choices that matter to users:
+- exact resume: everything random (init, latents, label noise, flips, dropout, data order) comes
+  from states that are checkpointed or derived from (seed, step), so N steps + resume + N steps
+  gives the same weights, bit for bit on CPU, as 2N steps in one go;
+- never lose a run: Ctrl-C / SIGTERM finish the current step and write a checkpoint; a NaN or
+  Inf loss stops the run *before* anything poisoned is written;
+- no host↔device synchronisation inside a step: statistics accumulate on the device and are
+  read every ``log_every`` steps;
+- data-parallel ready: sampling is rank-aware and only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import threading
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from facegan import checkpoint, viz
+from facegan.config import BUDGETS, TrainConfig
+from facegan.data.loader import BatchSampler, Prefetcher, to_model_input
+from facegan.data.prepare import open_prepared, resolve_dataset
+from facegan.errors import FaceganError
+from facegan.models.dcgan import Discriminator, Generator, build, latents, to_uint8
+from facegan.train import loss
+
+
+@dataclass
+class TrainResult:
+    run: Path
+    checkpoint: Path | None
+    steps: int
+    images: int
+    seconds: float
+    stopped_by: str  # "budget", "time", "signal"
+
+
+def pick_device(name: str) -> torch.device:
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def pick_precision(name: str, device: torch.device) -> str:
+    """bf16 autocast where the hardware runs it natively, else fp32.
+
+    On CPUs without AVX512-BF16/AMX, bf16 convolutions are emulated and measured ~10× slower
+    than fp32 here, so "auto" only picks bf16 when oneDNN reports native support.
+    """
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+    return "fp32"
+
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world size) from torchrun's environment; (0, 1) when run directly."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def resume_config(run: Path, **overrides: Any) -> TrainConfig:
+    """The saved config of ``run`` with only budgets, device and logging cadence replaceable."""
+    _, meta = checkpoint.load(checkpoint.find(run))
+    cfg = TrainConfig.from_dict(meta["config"])
+    allowed = BUDGETS | {"device", "log_every", "sample_every", "ckpt_every", "keep"}
+    given = {k: v for k, v in overrides.items() if v is not None and k in allowed}
+    if BUDGETS & given.keys():
+        cfg = replace(cfg, max_images=None, epochs=None, max_time=None)
+    return replace(cfg, out=str(run), **given)
+
+
+class _StopFlag:
+    """Turns the first SIGINT/SIGTERM into a graceful stop; a second one interrupts at once."""
+
+    def __init__(self) -> None:
+        self.set = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopFlag":
+        if threading.current_thread() is threading.main_thread():  # signals only work there
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.set:
+            raise KeyboardInterrupt
+        self.set = True
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> TrainResult:
+    """Train (or, with ``resume``, continue) the run described by ``cfg`` in ``cfg.out``."""
+    run = Path(cfg.out)
+    rank, world = dist_info()
+    is_main = rank == 0
+    if not resume and checkpoint.list_checkpoints(run):
+        raise FaceganError(f"{run} already holds a run; continue it with --resume, or pick another --out")
+
+    # ---- data ------------------------------------------------------------------------------
+    m = cfg.model
+    data_path = resolve_dataset(cfg.data, m.res, m.channels, progress=progress and is_main)
+    data = open_prepared(data_path)
+    sampler = BatchSampler(data.images, cfg.batch, cfg.seed, rank, world)
+    if sampler.steps_per_epoch == 0:
+        raise FaceganError(f"dataset {data_path} has {len(data.images)} images, fewer than one batch of {cfg.batch}; use a smaller --batch")
+    budget_steps = [math.ceil(cfg.max_images / (cfg.batch * world))] if cfg.max_images else []
+    budget_steps += [math.ceil(cfg.epochs * sampler.steps_per_epoch)] if cfg.epochs else []
+    if not budget_steps and not cfg.max_time:
+        raise FaceganError("no training budget: give --max-images, --epochs or --max-time")
+    total_steps = min(budget_steps) if budget_steps else None
+
+    # ---- nets, optimisers, random states ---------------------------------------------------
+    device = pick_device(cfg.device)
+    precision = pick_precision(cfg.precision, device)
+    torch.manual_seed(cfg.seed)
+    G, D = build(m)
+    G.to(device)
+    D.to(device)
+    if cfg.channels_last:
+        G.to(memory_format=torch.channels_last)
+        D.to(memory_format=torch.channels_last)
+    opt_g = torch.optim.Adam(G.parameters(), cfg.lr_g, betas=(cfg.beta1, cfg.beta2), foreach=True)
+    opt_d = torch.optim.Adam(D.parameters(), cfg.lr_d, betas=(cfg.beta1, cfg.beta2), foreach=True)
+    gen = torch.Generator(device).manual_seed(cfg.seed + 1)  # latents, label noise, flips
+    step = 0
+    if resume:
+        step = _restore(checkpoint.find(run), G, D, opt_g, opt_d, gen, device)
+    fixed_z = latents(cfg.grid, m.z_dim, cfg.seed).to(device)
+
+    if is_main:
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "config.json").write_text(json.dumps({**cfg.to_dict(), "dataset": str(data_path),
+                                                     "dataset_count": len(data.images), "device": str(device),
+                                                     "precision": precision, "world_size": world}, indent=2))
+        _truncate_metrics(run / "metrics.jsonl", step)
+
+    # ---- the loop ----------------------------------------------------------------------------
+    autocast = (torch.autocast(device.type, torch.bfloat16) if precision == "bf16" else nullcontext())
+    B, per_step = cfg.batch, cfg.batch * world
+    prefetch = Prefetcher(sampler, device)
+    acc = torch.zeros(4, device=device)  # loss_D, loss_G, D(x), D(G(z)) summed since last log
+    n_acc, t_start = 0, time.time()
+    t_log, step_log = t_start, step
+    last_ckpt: Path | None = None
+    saved_step = step if resume else -1
+    stopped_by = "budget"
+    bar = tqdm(total=total_steps * per_step if total_steps else None, initial=step * per_step, unit="img",
+               unit_scale=True, dynamic_ncols=True, disable=not (progress and is_main), desc=run.name)
+
+    def log() -> None:
+        nonlocal acc, n_acc, t_log, step_log
+        now = time.time()
+        vals = (acc / max(n_acc, 1)).tolist()
+        rec = {"step": step, "images": step * per_step, "epoch": step // sampler.steps_per_epoch,
+               "loss_D": vals[0], "loss_G": vals[1], "D_x": vals[2], "D_G_z": vals[3],
+               "img_per_s": (step - step_log) * per_step / max(now - t_log, 1e-9), "time": round(now - t_start, 3)}
+        if not all(math.isfinite(v) for v in vals):
+            good = checkpoint.list_checkpoints(run)
+            raise FaceganError(f"training diverged at step {step}: loss_D={vals[0]}, loss_G={vals[1]}; last good "
+                               f"checkpoint: {good[-1] if good else 'none'}; try a lower learning rate", exit_code=3)
+        if is_main:
+            with open(run / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(rec) + "\n")
+            bar.update((step - step_log) * per_step)
+            bar.set_postfix_str(f"D {vals[0]:.3f} G {vals[1]:.3f} D(x) {vals[2]:.2f} D(G(z)) {vals[3]:.2f} "
+                                f"{rec['img_per_s']:.0f} img/s")
+        acc.zero_()
+        n_acc, t_log, step_log = 0, now, step
+
+    def save() -> None:
+        nonlocal last_ckpt, saved_step
+        if n_acc:
+            log()  # checks finiteness first: a diverged state is never written
+        if is_main:
+            last_ckpt = _save(run, step, per_step, cfg, G, D, opt_g, opt_d, gen, device)
+            viz.save_grid(_grid(G, fixed_z), run / "samples" / f"step-{step:07d}.png")
+            viz.loss_curve(viz.read_metrics(run / "metrics.jsonl"), run / "loss_curve.png")
+        saved_step = step
+
+    try:
+        with _StopFlag() as stop:
+            while total_steps is None or step < total_steps:
+                if stop.set:
+                    stopped_by = "signal"
+                    break
+                if cfg.max_time and time.time() - t_start >= cfg.max_time:
+                    stopped_by = "time"
+                    break
+                more = total_steps is None or step + 1 < total_steps
+                real = to_model_input(prefetch.get(step, more), cfg.flip, gen, cfg.channels_last)
+                z = torch.randn(B, m.z_dim, generator=gen, device=device)
+                real_t, fake_t = loss.d_targets(B, gen, device, cfg.label_smoothing, cfg.label_noise, cfg.label_flip)
+                with autocast:
+                    fake = G(z)
+                    real_logits, fake_logits = D(real), D(fake.detach())
+                    loss_d = loss.d_loss(real_logits, fake_logits, real_t, fake_t)
+                opt_d.zero_grad(set_to_none=True)
+                loss_d.backward()
+                opt_d.step()
+                with autocast:
+                    loss_g = loss.g_loss(D(fake))
+                opt_g.zero_grad(set_to_none=True)
+                loss_g.backward()
+                opt_g.step()
+                with torch.no_grad():
+                    acc += torch.stack([loss_d.detach(), loss_g.detach(),
+                                        torch.sigmoid(real_logits.float()).mean(), torch.sigmoid(fake_logits.float()).mean()])
+                n_acc += 1
+                step += 1
+                if step % cfg.log_every == 0:
+                    log()
+                if step % cfg.ckpt_every == 0:
+                    save()
+                elif is_main and step % cfg.sample_every == 0:
+                    viz.save_grid(_grid(G, fixed_z), run / "samples" / f"step-{step:07d}.png")
+                    viz.loss_curve(viz.read_metrics(run / "metrics.jsonl"), run / "loss_curve.png")
+            if step != saved_step:
+                save()
+    finally:
+        prefetch.close()
+        bar.close()
+    return TrainResult(run, last_ckpt or (checkpoint.list_checkpoints(run) or [None])[-1], step, step * per_step,
+                       time.time() - t_start, stopped_by)
+
+
+def _grid(G: Generator, z: torch.Tensor):
+    """Fixed-noise samples in eval mode (the same faces `facegan generate --seed` gives)."""
+    was = G.training
+    G.eval()
+    with torch.no_grad():
+        out = to_uint8(G(z))
+    G.train(was)
+    return out
+
+
+def _save(run: Path, step: int, per_step: int, cfg: TrainConfig, G: Generator, D: Discriminator,
+          opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, gen: torch.Generator, device: torch.device) -> Path:
+    tensors = {f"G.{k}": v for k, v in G.state_dict().items()}
+    tensors.update({f"D.{k}": v for k, v in D.state_dict().items()})
+    og, groups_g = checkpoint.pack_optimizer("optG", opt_g)
+    od, groups_d = checkpoint.pack_optimizer("optD", opt_d)
+    tensors.update(og)
+    tensors.update(od)
+    tensors["rng.torch"] = torch.get_rng_state()
+    tensors["rng.gen"] = gen.get_state()
+    if device.type == "cuda":
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
+    meta = {"config": cfg.to_dict(), "images": step * per_step, "optG": groups_g, "optD": groups_d,
+            "torch": torch.__version__}
+    return checkpoint.save(run, step, tensors, meta, keep=cfg.keep)
+
+
+def _restore(path: Path, G: Generator, D: Discriminator, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
+             gen: torch.Generator, device: torch.device) -> int:
+    tensors, meta = checkpoint.load(path)
+    G.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("G.")})
+    D.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("D.")})
+    checkpoint.unpack_optimizer("optG", opt_g, tensors, meta["optG"])
+    checkpoint.unpack_optimizer("optD", opt_d, tensors, meta["optD"])
+    torch.set_rng_state(tensors["rng.torch"])
+    gen.set_state(tensors["rng.gen"])
+    if "rng.cuda" in tensors and device.type == "cuda":
+        torch.cuda.set_rng_state(tensors["rng.cuda"], device)
+    return int(meta["step"])
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop log lines past ``step`` — written by a run that was killed after its last checkpoint."""
+    recs = [r for r in viz.read_metrics(path) if r["step"] <= step]
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))

@@ -1,0 +1,90 @@
+import pickle
+
+import pytest
+import torch
+
+from facegan import checkpoint
+from facegan.errors import FaceganError
+
+
+def _tensors(v: float) -> dict[str, torch.Tensor]:
+    return {"G.w": torch.full((3, 3), v), "rng": torch.arange(4, dtype=torch.uint8)}
+
+
+def test_roundtrip_and_keep_last_k(tmp_path):
+    for step in (10, 20, 30, 40):
+        checkpoint.save(tmp_path, step, _tensors(step), {"config": {"a": 1}}, keep=2)
+    names = [p.name for p in checkpoint.list_checkpoints(tmp_path)]
+    assert names == ["ckpt-00000030.safetensors", "ckpt-00000040.safetensors"]
+    tensors, meta = checkpoint.load(tmp_path)  # a run folder means its latest checkpoint
+    assert meta["step"] == 40 and meta["config"] == {"a": 1}
+    assert torch.equal(tensors["G.w"], torch.full((3, 3), 40.0))
+
+
+def test_crash_while_writing_leaves_previous_checkpoint_intact(tmp_path, monkeypatch):
+    good = checkpoint.save(tmp_path, 1, _tensors(1), {})
+    before = good.read_bytes()
+
+    def crash(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint, "save_file", crash)
+    with pytest.raises(OSError):
+        checkpoint.save(tmp_path, 2, _tensors(2), {})
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == [good.name]  # no temp file left
+    assert good.read_bytes() == before
+    assert checkpoint.load(tmp_path)[1]["step"] == 1
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_loading_a_pickle_never_executes_code(tmp_path):
+    marker = tmp_path / "pwned"
+    bad = tmp_path / "checkpoints" / "ckpt-00000001.safetensors"
+    bad.parent.mkdir()
+    bad.write_bytes(pickle.dumps(_Evil(str(marker))))
+    with pytest.raises(FaceganError, match="not a readable facegan checkpoint"):
+        checkpoint.load(bad)
+    assert not marker.exists()
+
+
+def test_missing_and_foreign_checkpoints_are_user_errors(tmp_path):
+    with pytest.raises(FaceganError, match="not found"):
+        checkpoint.load(tmp_path / "nope")
+    with pytest.raises(FaceganError, match="no checkpoints"):
+        checkpoint.load(tmp_path)
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(FaceganError):
+        checkpoint.load(tmp_path / "other.safetensors")
+
+
+def test_optimizer_state_roundtrip():
+    torch.manual_seed(0)
+    net = torch.nn.Linear(4, 2)
+    opt = torch.optim.Adam(net.parameters(), 1e-3, betas=(0.5, 0.999))
+    net(torch.randn(3, 4)).sum().backward()
+    opt.step()
+    tensors, groups = checkpoint.pack_optimizer("opt", opt)
+    net2 = torch.nn.Linear(4, 2)
+    net2.load_state_dict(net.state_dict())
+    opt2 = torch.optim.Adam(net2.parameters(), 1.0)
+    checkpoint.unpack_optimizer("opt", opt2, tensors, groups)
+    assert opt2.param_groups[0]["lr"] == 1e-3 and opt2.param_groups[0]["betas"] == (0.5, 0.999)
+    for o in (opt, opt2):
+        o.zero_grad()
+    x = torch.randn(3, 4)
+    net(x).sum().backward()
+    net2(x).sum().backward()
+    opt.step()
+    opt2.step()
+    assert all(torch.equal(a, b) for a, b in zip(net.parameters(), net2.parameters()))

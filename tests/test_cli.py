@@ -1,0 +1,109 @@
+"""The `facegan` command as a user runs it: real subprocesses, real exit codes."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def facegan(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-m", "facegan", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+
+
+def _one_error_line(p: subprocess.CompletedProcess) -> str:
+    lines = [line for line in p.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr
+    assert "Traceback" not in p.stderr
+    return lines[0]
+
+
+def test_help_lists_commands_and_options():
+    p = facegan("--help")
+    assert p.returncode == 0
+    for cmd in ("presets", "prepare", "train", "generate"):
+        assert cmd in p.stdout
+    p = facegan("train", "--help")
+    assert p.returncode == 0
+    for opt in ("--preset", "--max-images", "--epochs", "--max-time", "--resume", "--seed", "--batch"):
+        assert opt in p.stdout
+
+
+def test_presets_table():
+    p = facegan("presets")
+    assert p.returncode == 0
+    assert "3,576,704" in p.stdout and "2,765,568" in p.stdout  # dcgan64 = the tutorial's nets
+    for name in ("quick", "dcgan64", "celeba128", "faces128-z32", "faces256", "fashion28"):
+        assert name in p.stdout
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["train", "/no/such/folder", "--preset", "quick", "--out", "{tmp}/r"], "/no/such/folder"),
+        (["train", "{tmp}/empty", "--preset", "quick", "--out", "{tmp}/r"], "empty"),
+        (["train", "--preset", "nope", "--out", "{tmp}/r"], "unknown preset"),
+        (["generate", "{tmp}/missing-run"], "missing-run"),
+        (["generate", "{tmp}/empty"], "no checkpoints"),
+        (["generate", "{tmp}/fake.safetensors"], "not a readable facegan checkpoint"),
+        (["prepare", "{tmp}/empty", "--res", "32", "--out", "{tmp}/x.npy"], "empty"),
+    ],
+)
+def test_bad_input_gives_one_line_and_exit_2(tmp_path, args, needle):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "fake.safetensors").write_bytes(b"\x00" * 64)
+    p = facegan(*[a.format(tmp=tmp_path) for a in args])
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    assert needle in _one_error_line(p)
+    assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_usage_error_exit_code(tmp_path):
+    assert facegan("train", "--batch", "0").returncode == 2
+    assert facegan("generate").returncode == 2
+
+
+def test_prepare_train_resume_generate(tmp_path):
+    data = tmp_path / "faces"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(70):
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(data / f"{i}.png")
+    (data / "broken.jpg").write_bytes(b"not a jpeg")
+    p = facegan("prepare", str(data), "--res", "64", "--out", str(tmp_path / "faces.npy"), "--workers", "1")
+    assert p.returncode == 0, p.stderr
+    man = json.loads((tmp_path / "faces.npy.json").read_text())
+    assert man["count"] == 70 and man["skipped_count"] == 1 and "broken.jpg" in p.stdout
+
+    run = tmp_path / "run"
+    p = facegan("train", str(tmp_path / "faces.npy"), "--preset", "quick", "--out", str(run), "--batch", "32",
+                "--max-images", "64", "--no-progress")
+    assert p.returncode == 0, p.stderr
+    assert str(run) in p.stdout and "ckpt-00000002" in p.stdout
+    p = facegan("train", "--resume", str(run), "--max-images", "128", "--no-progress")
+    assert p.returncode == 0, p.stderr
+    assert "ckpt-00000004" in p.stdout
+
+    p = facegan("generate", str(run), "-n", "5", "--seed", "7", "--out", str(tmp_path / "gen"), "--batch", "2")
+    assert p.returncode == 0, p.stderr
+    man = json.loads((tmp_path / "gen" / "manifest.json").read_text())
+    assert [(e["seed"], e["index"]) for e in man["images"]] == [(7, i) for i in range(5)]
+    files = sorted((tmp_path / "gen").glob("*.png"))
+    assert len(files) == 5 and Image.open(files[0]).size == (64, 64)
+    # any face can be regenerated alone from its (seed, index)
+    p = facegan("generate", str(run), "-n", "1", "--seed", "7", "--start", "3", "--out", str(tmp_path / "one"))
+    assert p.returncode == 0, p.stderr
+    a = np.asarray(Image.open(tmp_path / "gen" / "seed7-000003.png")).astype(int)
+    b = np.asarray(Image.open(tmp_path / "one" / "seed7-000003.png")).astype(int)
+    assert np.abs(a - b).max() <= 1
+
+    p = facegan("generate", str(run), "--grid", str(tmp_path / "grid.png"))
+    assert p.returncode == 0, p.stderr
+    assert Image.open(tmp_path / "grid.png").size == (2 + 6 * 66, 2 + 6 * 66)
