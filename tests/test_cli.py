@@ -77,7 +77,7 @@ def test_prepare_train_resume_generate(tmp_path):
     for i in range(70):
         Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(data / f"{i}.png")
     (data / "broken.jpg").write_bytes(b"not a jpeg")
-    p = facegan("prepare", str(data), "--res", "64", "--out", str(tmp_path / "faces.npy"), "--workers", "1")
+    p = facegan("prepare", str(data), "--res", "32", "--out", str(tmp_path / "faces.npy"), "--workers", "1")
     assert p.returncode == 0, p.stderr
     man = json.loads((tmp_path / "faces.npy.json").read_text())
     assert man["count"] == 70 and man["skipped_count"] == 1 and "broken.jpg" in p.stdout
@@ -96,7 +96,7 @@ def test_prepare_train_resume_generate(tmp_path):
     man = json.loads((tmp_path / "gen" / "manifest.json").read_text())
     assert [(e["seed"], e["index"]) for e in man["images"]] == [(7, i) for i in range(5)]
     files = sorted((tmp_path / "gen").glob("*.png"))
-    assert len(files) == 5 and Image.open(files[0]).size == (64, 64)
+    assert len(files) == 5 and Image.open(files[0]).size == (32, 32)
     # any face can be regenerated alone from its (seed, index)
     p = facegan("generate", str(run), "-n", "1", "--seed", "7", "--start", "3", "--out", str(tmp_path / "one"))
     assert p.returncode == 0, p.stderr
@@ -106,4 +106,4 @@ def test_prepare_train_resume_generate(tmp_path):
 
     p = facegan("generate", str(run), "--grid", str(tmp_path / "grid.png"))
     assert p.returncode == 0, p.stderr
-    assert Image.open(tmp_path / "grid.png").size == (2 + 6 * 66, 2 + 6 * 66)
+    assert Image.open(tmp_path / "grid.png").size == (2 + 6 * 34, 2 + 6 * 34)

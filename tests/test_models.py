@@ -7,7 +7,7 @@ from facegan.models.dcgan import ModelConfig, build, latents, n_params
 
 # (G, D) parameter counts. dcgan64 equals the PyTorch DCGAN tutorial's printed nets exactly.
 EXPECTED_PARAMS = {
-    "quick": (952_768, 694_656),
+    "quick": (296_896, 167_808),
     "dcgan64": (3_576_704, 2_765_568),
     "celeba128": (12_786_560, 11_164_416),
     "faces128-z32": (1_642_400, 198_529),

@@ -356,8 +356,11 @@ def _run_chunks(job: _Job, chunks: list[tuple[int, int]], workers: int) -> Itera
     if workers <= 1:
         yield from map(job.run, chunks)
         return
-    # spawn, not fork: the parent may hold threads (tqdm, torch) that fork would copy mid-lock.
-    context = multiprocessing.get_context("spawn")
+    # fork where it exists: spawn would re-import the caller's __main__, which breaks any user
+    # script without an `if __name__ == "__main__"` guard and costs a torch import per worker.
+    # Workers only run Pillow/numpy code, never torch, so the parent's threads don't matter.
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     pool = ProcessPoolExecutor(
         workers, mp_context=context, initializer=_init_worker, initargs=(job,)
     )
