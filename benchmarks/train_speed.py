@@ -31,6 +31,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=None, help="batch size (default: the preset's)")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--precision", nargs="+", default=["auto"], help="one or more of auto, fp32, bf16")
     args = ap.parse_args()
 
     device = pick_device(args.device)
@@ -39,9 +40,9 @@ def main() -> None:
     print(f"| preset | batch | precision | img/s median | min | max | peak RSS MB |")
     print(f"|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.presets:
-            cfg = config.resolve(name, data=args.data, out=str(Path(tmp) / name), batch=args.batch, device=args.device,
-                                 log_every=5, sample_every=10**9, ckpt_every=10**9)
+        for name, prec in [(n, p) for n in args.presets for p in args.precision]:
+            cfg = config.resolve(name, data=args.data, out=str(Path(tmp) / f"{name}-{prec}"), batch=args.batch,
+                                 device=args.device, precision=prec, log_every=5, sample_every=10**9, ckpt_every=10**9)
             cfg.max_images, cfg.epochs, cfg.max_time = cfg.batch * args.steps, None, None
             train(cfg, progress=False)
             rates = [r["img_per_s"] for r in read_metrics(Path(cfg.out) / "metrics.jsonl")][1:-1]

@@ -107,3 +107,28 @@ def test_prepare_train_resume_generate(tmp_path):
     p = facegan("generate", str(run), "--grid", str(tmp_path / "grid.png"))
     assert p.returncode == 0, p.stderr
     assert Image.open(tmp_path / "grid.png").size == (2 + 6 * 34, 2 + 6 * 34)
+
+
+def test_sigkill_at_any_moment_then_resume(tmp_path):
+    """kill -9 mid-run (no chance to clean up) → --resume continues from the last checkpoint."""
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen([sys.executable, "-m", "facegan", "train", "procedural:256", "--preset", "quick", "--out",
+                             str(run), "--batch", "16", "--max-images", "100000", "--ckpt-every", "3", "--no-progress"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((run / "checkpoints").glob("ckpt-*.safetensors"))) < 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    ckpts = sorted((run / "checkpoints").glob("ckpt-*.safetensors"))
+    assert len(ckpts) >= 2
+    last = int(ckpts[-1].stem.split("-")[1])
+    p = facegan("train", "--resume", str(run), "--max-images", str(16 * (last + 3)), "--no-progress")
+    assert p.returncode == 0, p.stderr
+    assert f"trained {last + 3} steps" in p.stdout
+    steps = [json.loads(s)["step"] for s in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps))

@@ -140,3 +140,16 @@ def test_device_and_precision_choice():
     assert loop.pick_device("cpu").type == "cpu"
     assert loop.pick_precision("fp32", torch.device("cpu")) == "fp32"
     assert loop.pick_precision("auto", torch.device("cpu")) in ("fp32", "bf16")
+
+
+def test_grayscale_28_linear_entry_trains_and_samples(tiny_cfg):
+    """The Fashion-MNIST path: 1 channel, 28², dense entry, D without BN, dropout."""
+    from facegan.models.dcgan import ModelConfig
+
+    m = ModelConfig(res=28, channels=1, z_dim=8, g_entry="linear", entry_res=7, g_pre=1, g_width=8, d_width=8,
+                    width_cap=16, g_act="leaky", d_norm="none", d_dropout=0.3, d_head="linear")
+    res = train(replace(tiny_cfg, model=m), progress=False)
+    assert res.steps == 8
+    faces = load_generator(res.run).sample(3)
+    assert faces.shape == (3, 28, 28, 1)
+    assert Image.open(res.run / "samples" / "step-0000008.png").mode == "L"

@@ -58,7 +58,7 @@ def prepare(
 @app.command()
 def train(
     src: Optional[str] = typer.Argument(None, help="Training data (any source `prepare` takes, or a prepared .npy). Default: built-in procedural faces."),
-    preset: str = typer.Option("dcgan64", "--preset", "-p", help="Model + recipe; see `facegan presets`."),
+    preset: Optional[str] = typer.Option(None, "--preset", "-p", help="Model + recipe; see `facegan presets` (default dcgan64)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: runs/PRESET, numbered if taken)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder from its last checkpoint."),
     batch: Optional[int] = typer.Option(None, "--batch", "-b", min=1, help="Batch size (preset default)."),
@@ -89,9 +89,12 @@ def train(
         raise FaceganError(f"--precision must be auto, fp32 or bf16, not {precision!r}")
     budget = dict(max_images=max_images, epochs=epochs, max_time=max_time)
     if resume is not None:
+        if src is not None or preset is not None:
+            typer.echo("note: SRC and --preset are ignored with --resume; the run's saved config is used", err=True)
         cfg = resume_config(resume, device=device, log_every=log_every, sample_every=sample_every,
                             ckpt_every=ckpt_every, keep=keep, **budget)
     else:
+        preset = preset or "dcgan64"
         cfg = config.resolve(preset, data=src, out=str(out or _free_run_dir(preset)), batch=batch, seed=seed,
                              lr_g=lr_g, lr_d=lr_d, label_smoothing=label_smoothing, label_noise=label_noise,
                              label_flip=label_flip, d_dropout=d_dropout, flip=flip, device=device,

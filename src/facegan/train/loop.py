@@ -183,6 +183,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
         if is_main:
             with open(run / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(rec) + "\n")
+            if cfg.max_time:  # a time budget: re-estimate the total so the bar shows an ETA
+                by_time = step * per_step + int(max(cfg.max_time - (now - t_start), 0) * rec["img_per_s"])
+                bar.total = min(by_time, total_steps * per_step) if total_steps else by_time
             bar.update((step - step_log) * per_step)
             bar.set_postfix_str(f"D {vals[0]:.3f} G {vals[1]:.3f} D(x) {vals[2]:.2f} D(G(z)) {vals[3]:.2f} "
                                 f"{rec['img_per_s']:.0f} img/s")
