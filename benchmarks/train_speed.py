@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 from facegan import config
-from facegan.train.loop import pick_device, pick_precision, train
+from facegan.device import pick_device, pick_precision
+from facegan.train.loop import train
 from facegan.viz import read_metrics
 
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 from facegan import checkpoint, load_generator
 from facegan.errors import FaceganError
-from facegan.train import loop, loss
+from facegan.train import loss
 from facegan.train.loop import resume_config, train
 
 
@@ -137,9 +137,19 @@ def test_losses_are_finite_and_targets_follow_options():
 
 
 def test_device_and_precision_choice():
-    assert loop.pick_device("cpu").type == "cpu"
-    assert loop.pick_precision("fp32", torch.device("cpu")) == "fp32"
-    assert loop.pick_precision("auto", torch.device("cpu")) in ("fp32", "bf16")
+    from facegan.device import pick_device, pick_precision
+
+    assert pick_device("cpu").type == "cpu"
+    assert pick_precision("fp32", torch.device("cpu")) == "fp32"
+    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert pick_precision("auto", torch.device("cpu")) == ("bf16" if native else "fp32")
+    with pytest.raises(FaceganError, match="precision"):
+        pick_precision("fp8", torch.device("cpu"))
+    with pytest.raises(FaceganError, match="unknown device"):
+        pick_device("tpu9")
+    if not torch.cuda.is_available():
+        with pytest.raises(FaceganError, match="CUDA is not available"):
+            pick_device("cuda")
 
 
 def test_grayscale_28_linear_entry_trains_and_samples(tiny_cfg):

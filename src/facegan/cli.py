@@ -85,8 +85,6 @@ def train(
     from facegan import config
     from facegan.train.loop import resume_config, train as run_train
 
-    if precision not in (None, "auto", "fp32", "bf16"):
-        raise FaceganError(f"--precision must be auto, fp32 or bf16, not {precision!r}")
     budget = dict(max_images=max_images, epochs=epochs, max_time=max_time)
     if resume is not None:
         if src is not None or preset is not None:
@@ -151,12 +149,14 @@ def generate(
     grid: Optional[Path] = typer.Option(None, "--grid", help="Write one grid PNG here instead of separate files."),
     rows: int = typer.Option(6, "--rows", min=1, help="Grid is rows×rows faces."),
     batch: int = typer.Option(256, "--batch", min=1, help="Faces per forward pass."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda, mps."),
+    device: str = typer.Option("auto", "--device", help="auto (cuda → mps → cpu), cpu, cuda, mps."),
 ) -> None:
     """Generate faces from a trained generator: PNG files with a manifest, or a grid."""
     from facegan import checkpoint, sample
 
-    G = sample.load_generator(source, device=device)
+    from facegan.device import pick_device
+
+    G = sample.load_generator(source, device=pick_device(device))
     if grid is not None:
         path = sample.write_grid(G, grid, rows=rows, seed=seed)
         typer.echo(f"wrote a {rows}×{rows} grid of faces: {path}")

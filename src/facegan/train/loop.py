@@ -31,8 +31,9 @@ from facegan import checkpoint, viz
 from facegan.config import BUDGETS, TrainConfig
 from facegan.data.loader import BatchSampler, Prefetcher, to_model_input
 from facegan.data.prepare import open_prepared, resolve_dataset
+from facegan.device import pick_device, pick_precision
 from facegan.errors import FaceganError
-from facegan.models.dcgan import Discriminator, Generator, build, latents, to_uint8
+from facegan.models.dcgan import Discriminator, Generator, build
 from facegan.train import loss
 
 
@@ -44,31 +45,6 @@ class TrainResult:
     images: int
     seconds: float
     stopped_by: str  # "budget", "time", "signal"
-
-
-def pick_device(name: str) -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def pick_precision(name: str, device: torch.device) -> str:
-    """bf16 autocast where the hardware runs it natively, else fp32.
-
-    On CPUs without AVX512-BF16/AMX, bf16 convolutions are emulated and measured ~10× slower
-    than fp32 here, so "auto" only picks bf16 when oneDNN reports native support.
-    """
-    if name != "auto":
-        return name
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    if device.type == "cpu":
-        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
-    return "fp32"
 
 
 def dist_info() -> tuple[int, int]:
@@ -147,7 +123,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
     step = 0
     if resume:
         step = _restore(checkpoint.find(run), G, D, opt_g, opt_d, gen, device)
-    fixed_z = latents(cfg.grid, m.z_dim, cfg.seed).to(device)
 
     if is_main:
         run.mkdir(parents=True, exist_ok=True)
@@ -192,14 +167,18 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
         acc.zero_()
         n_acc, t_log, step_log = 0, now, step
 
+    def draw() -> None:
+        """Fixed-noise grid (faces 0.. of the run's seed) and the loss curve so far."""
+        viz.save_grid(G.sample(cfg.grid, seed=cfg.seed), run / "samples" / f"step-{step:07d}.png")
+        viz.loss_curve(viz.read_metrics(run / "metrics.jsonl"), run / "loss_curve.png")
+
     def save() -> None:
         nonlocal last_ckpt, saved_step
         if n_acc:
             log()  # checks finiteness first: a diverged state is never written
         if is_main:
             last_ckpt = _save(run, step, per_step, cfg, G, D, opt_g, opt_d, gen, device)
-            viz.save_grid(_grid(G, fixed_z), run / "samples" / f"step-{step:07d}.png")
-            viz.loss_curve(viz.read_metrics(run / "metrics.jsonl"), run / "loss_curve.png")
+            draw()
         saved_step = step
 
     try:
@@ -237,8 +216,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
                 if step % cfg.ckpt_every == 0:
                     save()
                 elif is_main and step % cfg.sample_every == 0:
-                    viz.save_grid(_grid(G, fixed_z), run / "samples" / f"step-{step:07d}.png")
-                    viz.loss_curve(viz.read_metrics(run / "metrics.jsonl"), run / "loss_curve.png")
+                    draw()
             if step != saved_step:
                 save()
     finally:
@@ -246,16 +224,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
         bar.close()
     return TrainResult(run, last_ckpt or (checkpoint.list_checkpoints(run) or [None])[-1], step, step * per_step,
                        time.time() - t_start, stopped_by)
-
-
-def _grid(G: Generator, z: torch.Tensor):
-    """Fixed-noise samples in eval mode (the same faces `facegan generate --seed` gives)."""
-    was = G.training
-    G.eval()
-    with torch.no_grad():
-        out = to_uint8(G(z))
-    G.train(was)
-    return out
 
 
 def _save(run: Path, step: int, per_step: int, cfg: TrainConfig, G: Generator, D: Discriminator,

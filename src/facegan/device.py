@@ -1,0 +1,43 @@
+"""Where and in what precision to run: one place for the choices every command shares."""
+
+from __future__ import annotations
+
+import torch
+
+from facegan.errors import FaceganError
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """"auto" → CUDA, then Apple MPS, then CPU; an explicit device must exist (one-line error if not)."""
+    mps = getattr(torch.backends, "mps", None)
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise FaceganError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise FaceganError(f"--device {name}: CUDA is not available here (torch {torch.__version__}); use --device cpu")
+    if device.type == "mps" and not (mps is not None and mps.is_available()):
+        raise FaceganError(f"--device {name}: Apple MPS is not available here; use --device cpu")
+    return device
+
+
+def pick_precision(name: str, device: torch.device) -> str:
+    """bf16 autocast where the hardware runs it natively, else fp32.
+
+    On CPUs without AVX512-BF16/AMX, bf16 convolutions are emulated: 12× slower than fp32 on the
+    development CPU (docs/benchmarks.md), so "auto" only picks bf16 when oneDNN reports native
+    support.
+    """
+    if name not in ("auto", "fp32", "bf16"):
+        raise FaceganError(f"precision must be auto, fp32 or bf16, not {name!r}")
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+    return "fp32"
