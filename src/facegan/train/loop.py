@@ -94,6 +94,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
     if not resume and checkpoint.list_checkpoints(run):
         raise FaceganError(f"{run} already holds a run; continue it with --resume, or pick another --out")
 
+    device = pick_device(cfg.device)  # before the data, so a bad flag fails fast
+    precision = pick_precision(cfg.precision, device)
+
     # ---- data ------------------------------------------------------------------------------
     m = cfg.model
     data_path = resolve_dataset(cfg.data, m.res, m.channels, progress=progress and is_main)
@@ -108,8 +111,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
     total_steps = min(budget_steps) if budget_steps else None
 
     # ---- nets, optimisers, random states ---------------------------------------------------
-    device = pick_device(cfg.device)
-    precision = pick_precision(cfg.precision, device)
     torch.manual_seed(cfg.seed)
     G, D = build(m)
     G.to(device)
