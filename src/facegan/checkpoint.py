@@ -13,6 +13,7 @@ half-written one under a checkpoint name.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -25,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from facegan.errors import FaceganError
 
 FORMAT = "facegan-checkpoint-1"
+BEST = "best.safetensors"
 _NAME = re.compile(r"^ckpt-(\d{8})\.safetensors$")
 
 
@@ -62,6 +64,19 @@ def save(run_dir: Path, step: int, tensors: dict[str, torch.Tensor], meta: dict[
     for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
         old.unlink(missing_ok=True)
     return path
+
+
+def save_best(run_dir: Path, step: int, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
+    """Write ``checkpoints/best.safetensors`` (never pruned by ``keep``); meta should hold "fid"."""
+    path = Path(run_dir) / "checkpoints" / BEST
+    write_atomic(path, tensors, {"format": FORMAT, "step": step, **meta})
+    return path
+
+
+def best_fid(run_dir: Path) -> float:
+    """FID of the run's best checkpoint, or inf when there is none (so any FID beats it)."""
+    path = Path(run_dir) / "checkpoints" / BEST
+    return float(load(path)[1].get("fid", math.inf)) if path.is_file() else math.inf
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:

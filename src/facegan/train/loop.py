@@ -56,7 +56,7 @@ def resume_config(run: Path, **overrides: Any) -> TrainConfig:
     """The saved config of ``run`` with only budgets, device and logging cadence replaceable."""
     _, meta = checkpoint.load(checkpoint.find(run))
     cfg = TrainConfig.from_dict(meta["config"])
-    allowed = BUDGETS | {"device", "log_every", "sample_every", "ckpt_every", "keep"}
+    allowed = BUDGETS | {"device", "log_every", "sample_every", "ckpt_every", "keep", "eval_every", "eval_n"}
     given = {k: v for k, v in overrides.items() if v is not None and k in allowed}
     if BUDGETS & given.keys():
         cfg = replace(cfg, max_images=None, epochs=None, max_time=None)
@@ -141,6 +141,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
     t_log, step_log = t_start, step
     last_ckpt: Path | None = None
     saved_step = step if resume else -1
+    evaluator, best_fid = None, math.inf
+    if cfg.eval_every and is_main:
+        from facegan.metrics.evaluate import Evaluator  # only runs that evaluate need the metrics extra
+
+        evaluator = Evaluator(data_path, m.res, m.channels, device=device, progress=False)
+        best_fid = checkpoint.best_fid(run)
     stopped_by = "budget"
     bar = tqdm(total=total_steps * per_step if total_steps else None, initial=step * per_step, unit="img",
                unit_scale=True, dynamic_ncols=True, disable=not (progress and is_main), desc=run.name)
@@ -168,6 +174,23 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
         acc.zero_()
         n_acc, t_log, step_log = 0, now, step
 
+    def state() -> tuple[dict, dict]:
+        return _state(step, per_step, cfg, G, D, opt_g, opt_d, gen, device)
+
+    def evaluate() -> None:
+        """Periodic FID/KID on eval_n faces; the best-FID checkpoint is kept as best.safetensors."""
+        nonlocal best_fid
+        res = evaluator.of_generator(G, cfg.eval_n, names=("fid", "kid"), seed=cfg.seed)
+        rec = {"step": step, "images": step * per_step, "fid": res["fid"], "kid_mean": res["kid_mean"],
+               "kid_std": res["kid_std"], "eval_n": cfg.eval_n}
+        with open(run / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        if res["fid"] < best_fid:
+            best_fid = res["fid"]
+            tensors, meta = state()
+            checkpoint.save_best(run, step, tensors, {**meta, "fid": best_fid})
+        bar.write(f"step {step}: FID {res['fid']:.2f} (best {best_fid:.2f}), KID {res['kid_mean']:.4f}")
+
     def draw() -> None:
         """Fixed-noise grid (faces 0.. of the run's seed) and the loss curve so far."""
         viz.save_grid(G.sample(cfg.grid, seed=cfg.seed), run / "samples" / f"step-{step:07d}.png")
@@ -178,7 +201,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
         if n_acc:
             log()  # checks finiteness first: a diverged state is never written
         if is_main:
-            last_ckpt = _save(run, step, per_step, cfg, G, D, opt_g, opt_d, gen, device)
+            last_ckpt = checkpoint.save(run, step, *state(), keep=cfg.keep)
             draw()
         saved_step = step
 
@@ -214,6 +237,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
                 step += 1
                 if step % cfg.log_every == 0:
                     log()
+                if evaluator is not None and is_main and step % cfg.eval_every == 0:
+                    evaluate()
                 if step % cfg.ckpt_every == 0:
                     save()
                 elif is_main and step % cfg.sample_every == 0:
@@ -227,8 +252,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
                        time.time() - t_start, stopped_by)
 
 
-def _save(run: Path, step: int, per_step: int, cfg: TrainConfig, G: Generator, D: Discriminator,
-          opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, gen: torch.Generator, device: torch.device) -> Path:
+def _state(step: int, per_step: int, cfg: TrainConfig, G: Generator, D: Discriminator, opt_g: torch.optim.Optimizer,
+           opt_d: torch.optim.Optimizer, gen: torch.Generator, device: torch.device) -> tuple[dict, dict]:
+    """Everything a checkpoint holds: (tensors, JSON meta)."""
     tensors = {f"G.{k}": v for k, v in G.state_dict().items()}
     tensors.update({f"D.{k}": v for k, v in D.state_dict().items()})
     og, groups_g = checkpoint.pack_optimizer("optG", opt_g)
@@ -241,7 +267,7 @@ def _save(run: Path, step: int, per_step: int, cfg: TrainConfig, G: Generator, D
         tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
     meta = {"config": cfg.to_dict(), "images": step * per_step, "optG": groups_g, "optD": groups_d,
             "torch": torch.__version__}
-    return checkpoint.save(run, step, tensors, meta, keep=cfg.keep)
+    return tensors, meta
 
 
 def _restore(path: Path, G: Generator, D: Discriminator, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,

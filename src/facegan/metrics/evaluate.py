@@ -1,0 +1,105 @@
+"""Put the pieces together: images → Inception features → the registered metrics.
+
+Used by `facegan evaluate` (a run against its data, or two image sets) and by the trainer's
+periodic evaluation. Real-set features are cached by content fingerprint, so evaluating many
+checkpoints against one dataset runs Inception over the real images once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from facegan import metrics
+from facegan.data.prepare import open_prepared, resolve_dataset
+from facegan.metrics import inception
+from facegan.models.dcgan import Generator
+
+DEFAULT_METRICS = ("fid", "kid", "pr", "dc", "mem")
+
+
+def _generated_batches(G: Generator, n: int, seed: int, batch: int, keep: list[np.ndarray] | None) -> Iterator[np.ndarray]:
+    """Stream G's faces 0..n−1 of ``seed`` in batches; copy them into ``keep`` when pixels are needed."""
+    for s in range(0, n, batch):
+        imgs = G.sample(min(batch, n - s), seed=seed, start=s)
+        if keep is not None:
+            keep.append(imgs)
+        yield imgs
+
+
+class Evaluator:
+    """Metrics of generators (or image sets) against one real dataset.
+
+    real_src: any source `prepare` takes, or a prepared .npy; it is prepared at ``res``.
+    n_real: how many real images to use (None = all); the features are cached.
+    """
+
+    def __init__(self, real_src: str | Path | None, res: int, channels: int = 3, n_real: int | None = None,
+                 device: str | torch.device = "cpu", weights: str | Path | None = None, batch: int = 64,
+                 progress: bool = True) -> None:
+        self.device, self.weights, self.batch, self.progress = device, weights, batch, progress
+        self.real_path = resolve_dataset(real_src, res, channels, progress=progress)
+        self.real = open_prepared(self.real_path)
+        self.n_real = n_real
+        self._real_feats: np.ndarray | None = None
+
+    def real_features(self) -> np.ndarray:
+        if self._real_feats is None:
+            self._real_feats = inception.reference_features(self.real_path, self.n_real, batch_size=self.batch,
+                                                            device=self.device, progress=self.progress,
+                                                            weights=self.weights)
+        return self._real_feats
+
+    def _features(self, images, total: int | None = None) -> np.ndarray:
+        return inception.extract(images, batch_size=self.batch, device=self.device, progress=self.progress,
+                                 weights=self.weights, total=total)
+
+    def of_generator(self, G: Generator, n: int, names: list[str] | tuple[str, ...] = DEFAULT_METRICS,
+                     seed: int = 0, out_dir: Path | None = None) -> dict[str, float]:
+        """Metrics of n faces of G (seed ``seed``) against the real set."""
+        kept: list[np.ndarray] | None = [] if "mem" in names else None
+        fake = self._features(_generated_batches(G, n, seed, self.batch, kept), total=n)
+        fake_images = np.concatenate(kept) if kept else None
+        return self._compute(names, fake, fake_images, out_dir, seed)
+
+    def of_images(self, fake_src: str | Path, names: list[str] | tuple[str, ...] = DEFAULT_METRICS,
+                  n: int | None = None, out_dir: Path | None = None, seed: int = 0) -> dict[str, float]:
+        """Metrics of an image set (any source) against the real set, at the same resolution."""
+        res, channels = self.real.images.shape[1], self.real.images.shape[3]
+        fake_imgs = open_prepared(resolve_dataset(fake_src, res, channels, progress=self.progress)).images
+        fake_imgs = fake_imgs[:n] if n else fake_imgs
+        fake = self._features(fake_imgs)
+        return self._compute(names, fake, np.asarray(fake_imgs) if "mem" in names else None, out_dir, seed)
+
+    def _compute(self, names, fake: np.ndarray, fake_images: np.ndarray | None, out_dir: Path | None,
+                 seed: int) -> dict[str, float]:
+        # the same real images whose features are used (reference_features takes an evenly spaced subset)
+        idx = inception.subset_indices(len(self.real.images), self.n_real or len(self.real.images))
+        real_imgs = np.asarray(self.real.images[idx]) if "mem" in names else None
+        inp = metrics.MetricInput(real=self.real_features(), fake=fake, real_images=real_imgs,
+                                  fake_images=fake_images, out_dir=out_dir, seed=seed)
+        t = time.time()
+        result = metrics.compute(list(names), inp)
+        result["n_real"], result["n_fake"] = float(len(inp.real)), float(len(fake))
+        result["seconds_metrics"] = round(time.time() - t, 2)
+        return result
+
+
+def format_table(result: dict[str, float]) -> str:
+    """A readable two-column table of a metrics dict."""
+    width = max(len(k) for k in result)
+    lines = [f"{'metric':<{width}}  value", f"{'-' * width}  ------"]
+    for k, v in result.items():
+        lines.append(f"{k:<{width}}  {v:.6g}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+    return "\n".join(lines)
+
+
+def write_json(result: dict, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+    return path
