@@ -54,6 +54,8 @@ def test_presets_table():
         (["generate", "{tmp}/empty"], "no checkpoints"),
         (["generate", "{tmp}/fake.safetensors"], "not a readable facegan checkpoint"),
         (["prepare", "{tmp}/empty", "--res", "32", "--out", "{tmp}/x.npy"], "empty"),
+        (["evaluate", "--real", "{tmp}/empty", "--fake", "{tmp}/empty", "--metrics", "fid,bogus"], "bogus"),
+        (["evaluate", "--real", "{tmp}/empty"], "--fake"),
     ],
 )
 def test_bad_input_gives_one_line_and_exit_2(tmp_path, args, needle):

@@ -215,7 +215,12 @@ def evaluate(
     from facegan.device import pick_device
     from facegan.metrics.evaluate import Evaluator, format_table, write_json
 
+    from facegan.metrics import METRICS
+
     names = [m.strip() for m in metrics_.split(",") if m.strip()]
+    unknown = [m for m in names if m not in METRICS]
+    if unknown or not names:  # before any slow feature extraction
+        raise FaceganError(f"unknown metric(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(METRICS)}")
     dev = pick_device(device)
     if source is None:
         if real is None or fake is None:
