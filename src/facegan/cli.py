@@ -163,9 +163,7 @@ def generate(
         path = sample.write_grid(G, grid, rows=rows, seed=seed)
         typer.echo(f"wrote a {rows}×{rows} grid of faces: {path}")
         return
-    ckpt = checkpoint.find(source)
-    run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-    folder = out or run / "generated" / f"seed{seed}"
+    folder = out or checkpoint.run_dir(checkpoint.find(source)) / "generated" / f"seed{seed}"
     manifest = sample.generate(G, folder, n, seed=seed, start=start, batch_size=batch)
     typer.echo(f"wrote {n} faces to {folder} (manifest: {manifest})")
 
@@ -233,7 +231,7 @@ def evaluate(
         meta = checkpoint.load(ckpt)[1]
         G = sample.load_generator(ckpt, device=dev)
         cfg = meta["config"]
-        out_dir = out or (ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent) / "eval" / ckpt.stem
+        out_dir = out or checkpoint.run_dir(ckpt) / "eval" / ckpt.stem
         ev = Evaluator(data if data is not None else cfg.get("data"), G.cfg.res, G.cfg.channels, n_real=n_real,
                        device=dev, weights=inception_, batch=batch)
         result = {"step": float(meta["step"]), **ev.of_generator(G, n, names, seed=seed, out_dir=out_dir)}

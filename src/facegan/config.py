@@ -55,9 +55,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["model"] = self.model.to_dict()
-        return d
+        return asdict(self)  # recurses into the nested ModelConfig
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":

@@ -8,13 +8,13 @@ be regenerated alone, years later, with ``facegan generate RUN --seed S --start 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from facegan import checkpoint, viz
+from facegan.fileio import write_text_atomic
 from facegan.models.dcgan import Generator, ModelConfig
 
 
@@ -25,7 +25,7 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Gene
     """
     tensors, meta = checkpoint.load(path)
     G = Generator(ModelConfig.from_dict(meta["config"]["model"]))
-    G.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("G.")})
+    G.load_state_dict(checkpoint.module_state(tensors, "G"))
     return G.to(device).eval()
 
 
@@ -48,11 +48,8 @@ def generate(G: Generator, out_dir: str | Path, n: int, seed: int = 0, start: in
                 viz.save_image(imgs[k], out / name)
                 entries.append({"file": name, "seed": seed, "index": idx})
             bar.update(m)
-    manifest = out / "manifest.json"
-    tmp = manifest.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"z_dim": G.cfg.z_dim, "res": G.cfg.res, "images": entries}, indent=1))
-    os.replace(tmp, manifest)
-    return manifest
+    return write_text_atomic(out / "manifest.json",
+                             json.dumps({"z_dim": G.cfg.z_dim, "res": G.cfg.res, "images": entries}, indent=1))
 
 
 def write_grid(G: Generator, path: str | Path, rows: int = 6, seed: int = 0) -> Path:

