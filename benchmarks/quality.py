@@ -58,6 +58,7 @@ def main() -> None:
     ap.add_argument("--floor", action="store_true", help="real-vs-real: two disjoint halves of --data")
     ap.add_argument("--out", default=None, help="keep the run here (default: a temporary folder)")
     ap.add_argument("--run", default=None, help="evaluate this finished run instead of training one")
+    ap.add_argument("--name", default=None, help="row label (default: `PRESET` seed S)")
     args = ap.parse_args()
     device = pick_device(args.device)
     names = ["fid", "kid", "pr", "dc", "mem"]
@@ -87,7 +88,7 @@ def main() -> None:
         ev = Evaluator(args.data, G.cfg.res, G.cfg.channels, n_real=args.n_real, device=device)
         r = ev.of_generator(G, args.n, names, seed=args.seed)
     print(format_table(r))
-    append(row(f"`{preset}` seed {args.seed}", args.data, f"{images:,}", f"{wall / 60:.1f} min", str(device), r))
+    append(row(args.name or f"`{preset}` seed {args.seed}", args.data, f"{images:,}", f"{wall / 60:.1f} min", str(device), r))
 
 
 if __name__ == "__main__":

@@ -1,29 +1,36 @@
 """Training throughput: `facegan train` against a pytorch/examples-style reference loop, side by side.
 
-    python benchmarks/train_speed.py                       # dcgan64, batch 128, AAF faces if present
-    python benchmarks/train_speed.py --presets quick dcgan64 --batch 64 --steps 12 --reps 3
-    python benchmarks/train_speed.py --no-reference --precision fp32 bf16
+    python benchmarks/train_speed.py                          # dcgan64, batch 128, AAF faces if present
+    python benchmarks/train_speed.py --presets dcgan64 celeba128 --batch 64 --steps 6 --reps 2
+    python benchmarks/train_speed.py --no-reference --variants default fp32-nchw compile
+    python benchmarks/train_speed.py --limits-only            # this machine's GFLOP/s ceilings
 
 The reference re-implements pytorch/examples `dcgan/main.py` without torchvision: a Dataset of
 image files decoded per item with PIL (resize, centre crop, to tensor, normalise) in DataLoader
-workers, the same nets and init (only for presets whose net the example has), Sigmoid + BCELoss,
-fp32. Both run in this one process on the same data, one after the other, ``--reps`` times each;
-img/s is steps×batch over wall time after one warm-up step, reported as median (min–max).
+workers, the preset's nets and init, Sigmoid + BCELoss, fp32, NCHW, D's weight gradients computed
+in the G step as the example does. facegan runs `train()` on the same images (prepared once
+beforehand; preparing is a one-off per dataset, not part of a step).
 
-Data: ../shared/data/faces-aaf-128.zip when present (the reference gets its JPEGs extracted to a
-temporary folder, facegan reads the zip), else generated JPEG files. Peak RSS is this process's
-high-water mark so far (the reference runs first, so facegan's figure includes it).
+Every measurement runs in a fresh child process, one after another, so peak memory (VmHWM: the
+process's RSS high-water mark; "anon": its private memory at the end, i.e. without the
+memory-mapped dataset's page cache) belongs to that loop alone. img/s is steps×batch over wall
+time after two warm-up steps, median (min–max) over ``--reps``.
+
+The ceilings: a large fp32 (and bf16) matmul and a DCGAN-sized convolution timed here, the FLOPs
+of one training step counted by torch's FlopCounterMode, and the achieved GFLOP/s of each loop
+as a fraction of the ceilings — the evidence for how much faster this machine can go.
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
+import multiprocessing as mp
 import statistics
 import tempfile
 import time
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,14 +38,22 @@ from PIL import Image
 from torch import nn
 
 from facegan import config
+from facegan.data.prepare import resolve_dataset
 from facegan.data.procedural import render_faces
 from facegan.device import pick_device, pick_precision
 from facegan.models.dcgan import build
-from facegan.train.loop import train
+from facegan.train.loop import gan_step, train
 from facegan.viz import read_metrics
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces-aaf-128.zip"
-REFERENCE_PRESETS = {"dcgan64"}  # the nets pytorch/examples dcgan has
+WARMUP = 2
+VARIANTS = {  # name → TrainConfig overrides; "default" is what `facegan train` does unasked
+    "default": {},
+    "fp32-nchw": {"precision": "fp32", "channels_last": False},
+    "bf16": {"precision": "bf16"},
+    "compile": {"compile": True},
+    "resident": {"resident": "on"},
+}
 
 
 def jpeg_folder(root: Path, n: int) -> Path:
@@ -77,51 +92,131 @@ class ImageFiles(torch.utils.data.Dataset):
         return (x - 0.5) / 0.5
 
 
-def reference(preset: str, folder: Path, batch: int, steps: int, workers: int) -> float:
+def reference(preset: str, folder: Path, batch: int, steps: int, workers: int, device: torch.device) -> float:
     """img/s of the pytorch/examples loop (fp32, per-image decode in DataLoader workers)."""
     cfg = config.resolve(preset)
     torch.manual_seed(0)
     G, D = build(cfg.model)
     D = nn.Sequential(D, nn.Sigmoid())  # the example's D ends in Sigmoid and trains with BCELoss
+    G.to(device)
+    D.to(device)
     crit = nn.BCELoss()
     opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
     loader = torch.utils.data.DataLoader(ImageFiles(folder, cfg.model.res), batch_size=batch, shuffle=True,
                                          num_workers=workers, drop_last=True, persistent_workers=workers > 0)
     it, t0 = iter(loader), 0.0
-    for k in range(steps + 1):  # step 0 is warm-up (worker start-up, allocator)
-        if k == 1:
+    for k in range(steps + WARMUP):
+        if k == WARMUP:
+            _sync(device)
             t0 = time.time()
         try:
             real = next(it)
         except StopIteration:
             it = iter(loader)
             real = next(it)
-        b = real.size(0)
-        D.zero_grad()
-        err_real = crit(D(real), torch.ones(b))
-        err_real.backward()
-        fake = G(torch.randn(b, cfg.model.z_dim))
-        err_fake = crit(D(fake.detach()), torch.zeros(b))
-        err_fake.backward()
-        opt_d.step()
-        G.zero_grad()
-        crit(D(fake), torch.ones(b)).backward()
-        opt_g.step()
+        reference_step(G, D, crit, opt_g, opt_d, real.to(device), torch.randn(batch, cfg.model.z_dim, device=device))
+    _sync(device)
     return steps * batch / (time.time() - t0)
 
 
-def facegan_rate(preset: str, data: str, batch: int, steps: int, precision: str, device: str, out: Path) -> float:
-    """img/s of `facegan train` (data prepared beforehand, so decoding is not timed)."""
-    cfg = config.resolve(preset, data=data, out=str(out), batch=batch, device=device, precision=precision,
-                         max_images=batch * (steps + 1), log_every=1, sample_every=10**9, ckpt_every=10**9)
+def reference_step(G: nn.Module, D: nn.Module, crit: nn.Module, opt_g: torch.optim.Optimizer,
+                   opt_d: torch.optim.Optimizer, real: torch.Tensor, z: torch.Tensor) -> None:
+    """pytorch/examples dcgan's step, line for line: D on real, D on fake, then G through D."""
+    b, dev = real.size(0), real.device
+    D.zero_grad()
+    crit(D(real), torch.ones(b, device=dev)).backward()
+    fake = G(z)
+    crit(D(fake.detach()), torch.zeros(b, device=dev)).backward()
+    opt_d.step()
+    G.zero_grad()
+    crit(D(fake), torch.ones(b, device=dev)).backward()  # also computes D's weight grads, unused
+    opt_g.step()
+
+
+def facegan_rate(preset: str, data: str, batch: int, steps: int, device: str, out: Path, overrides: dict) -> float:
+    """img/s of `facegan train` after the warm-up steps (logged every WARMUP steps)."""
+    cfg = config.resolve(preset, data=data, out=str(out), batch=batch, device=device, max_images=batch * (steps + WARMUP),
+                         log_every=WARMUP, sample_every=10**9, ckpt_every=10**9, **overrides)
     train(cfg, progress=False)
-    recs = read_metrics(out / "metrics.jsonl")[1:]  # one record per step; the first is warm-up
-    return len(recs) * batch / sum(batch / r["img_per_s"] for r in recs)
+    recs = read_metrics(out / "metrics.jsonl")[1:]  # the first record covers the warm-up
+    return sum(r["step"] - p["step"] for p, r in zip([{"step": WARMUP}] + recs, recs)) * batch / sum(
+        (r["step"] - p["step"]) * batch / r["img_per_s"] for p, r in zip([{"step": WARMUP}] + recs, recs))
 
 
-def rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _memory() -> dict[str, float]:
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    mb = {k: int(status[k].split()[0]) / 1024 for k in ("VmHWM", "RssAnon") if k in status}
+    if torch.cuda.is_available():
+        mb["gpu"] = torch.cuda.max_memory_allocated() / 2**20
+    return mb
+
+
+def _child(q: Any, fn: str, kwargs: dict) -> None:
+    try:
+        rate = reference(**kwargs) if fn == "reference" else facegan_rate(**kwargs)
+        q.put((rate, _memory()))
+    except Exception as e:  # report, don't hang the parent
+        q.put((f"{type(e).__name__}: {e}", {}))
+
+
+def in_child(fn: str, **kwargs: Any) -> tuple[float | str, dict]:
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_child, args=(q, fn, kwargs))
+    p.start()
+    out = q.get()
+    p.join()
+    return out
+
+
+def step_flops(preset: str, loop: str) -> float:
+    """FLOPs per image of one training step of ``loop`` (FlopCounterMode; a multiply-add is 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    m, b = config.resolve(preset).model, 4
+    G, D = build(m)
+    opt_g, opt_d = (torch.optim.Adam(n.parameters(), 2e-4) for n in (G, D))
+    real, z = torch.zeros(b, m.channels, m.res, m.res), torch.randn(b, m.z_dim)
+    with FlopCounterMode(display=False) as fc:
+        if loop == "reference":
+            reference_step(G, nn.Sequential(D, nn.Sigmoid()), nn.BCELoss(), opt_g, opt_d, real, z)
+        else:
+            gan_step(G, D, opt_g, opt_d, real, z, (torch.ones(b), torch.zeros(b)))
+    return fc.get_total_flops() / b
+
+
+def ceilings(device: torch.device) -> dict[str, float]:
+    """Measured GFLOP/s of a large matmul and a DCGAN-layer convolution (forward), fp32 and bf16."""
+    def rate(fn: Any, flops: float, reps: int) -> float:
+        fn()
+        _sync(device)
+        t = time.time()
+        for _ in range(reps):
+            fn()
+        _sync(device)
+        return flops * reps / (time.time() - t) / 1e9
+
+    gpu = device.type == "cuda"
+    out = {}
+    for dt, n in ((torch.float32, 8192 if gpu else 2048), (torch.bfloat16, 8192 if gpu else 512)):
+        a, b = torch.randn(n, n, device=device, dtype=dt), torch.randn(n, n, device=device, dtype=dt)
+        out[f"matmul {str(dt)[6:]} {n}²"] = rate(lambda: a @ b, 2 * n**3, 20 if gpu else 3)
+    conv = nn.Conv2d(128, 256, 4, 2, 1, bias=False).to(device, memory_format=torch.channels_last)
+    bsz = 1024 if gpu else 128
+    x = torch.randn(bsz, 128, 16, 16, device=device).contiguous(memory_format=torch.channels_last)
+    flops = 2 * bsz * 256 * 128 * 16 * 8 * 8
+    with torch.no_grad():
+        out["conv fp32 128→256 16²"] = rate(lambda: conv(x), flops, 20 if gpu else 3)
+        if gpu:
+            with torch.autocast("cuda", torch.bfloat16):
+                out["conv bf16 128→256 16²"] = rate(lambda: conv(x), flops, 20)
+    return out
 
 
 def fmt(rates: list[float]) -> str:
@@ -131,33 +226,62 @@ def fmt(rates: list[float]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--presets", nargs="+", default=["dcgan64"])
-    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--batch", type=int, nargs="+", default=[128])
     ap.add_argument("--steps", type=int, default=8, help="timed steps per repetition")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2, help="reference DataLoader workers")
-    ap.add_argument("--precision", nargs="+", default=["auto"], help="facegan precisions: auto, fp32, bf16")
+    ap.add_argument("--variants", nargs="+", default=["default"], choices=list(VARIANTS),
+                    help="facegan settings to time: " + "; ".join(f"{k}={v or 'as shipped'}" for k, v in VARIANTS.items()))
     ap.add_argument("--device", default="auto")
     ap.add_argument("--no-reference", action="store_true")
+    ap.add_argument("--limits-only", action="store_true", help="only measure this machine's GFLOP/s ceilings")
     args = ap.parse_args()
 
     device = pick_device(args.device)
-    data = str(SHARED) if SHARED.is_file() else None
-    print(f"# {time.strftime('%Y-%m-%d')} torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, "
-          f"data {'AAF faces' if data else 'procedural JPEGs'}, batch {args.batch}, {args.steps} steps × {args.reps} reps")
-    print("| preset | loop | precision | img/s median (min–max) | ratio | peak RSS MB |\n|---|---|---|---|---|---|")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"# {time.strftime('%Y-%m-%d')} torch {torch.__version__}, {name}, "
+          f"data {'AAF faces' if SHARED.is_file() else 'procedural JPEGs'}, {args.steps} steps × {args.reps} reps")
+    ceil = ceilings(device)
+    print("\n| ceiling | GFLOP/s |\n|---|---|")
+    for k, v in ceil.items():
+        print(f"| {k} | {v:.1f} |", flush=True)
+    if args.limits_only:
+        return
+    fp32_ceil = max(v for k, v in ceil.items() if "fp32" in k)
+    print("\n| preset | batch | loop | precision | img/s median (min–max) | ratio | GFLOP/img | GFLOP/s "
+          "| of fp32 ceiling | peak RSS MB | anon MB | GPU MB |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
-        folder = jpeg_folder(Path(tmp), args.batch * (args.steps + 2))
+        folder = jpeg_folder(Path(tmp), max(args.batch) * (args.steps + WARMUP + 1))
         for preset in args.presets:
-            ref = None
-            if not args.no_reference and preset in REFERENCE_PRESETS and device.type == "cpu":
-                ref = [reference(preset, folder, args.batch, args.steps, args.workers) for _ in range(args.reps)]
-                print(f"| {preset} | pytorch/examples-style | fp32 | {fmt(ref)} | 1.00× | {rss_mb():.0f} |", flush=True)
-            for prec in args.precision:
-                ours = [facegan_rate(preset, data or "procedural:2048", args.batch, args.steps, prec, args.device,
-                                     Path(tmp) / f"{preset}-{prec}-{r}") for r in range(args.reps)]
-                ratio = f"{statistics.median(ours) / statistics.median(ref):.2f}×" if ref else "—"
-                print(f"| {preset} | facegan train | {pick_precision(prec, device)} | {fmt(ours)} | {ratio} | "
-                      f"{rss_mb():.0f} |", flush=True)
+            res = config.resolve(preset).model.res
+            data = str(resolve_dataset(str(SHARED) if SHARED.is_file() else "procedural:4096", res, progress=False))
+            flops, ref_flops = step_flops(preset, "facegan"), step_flops(preset, "reference")
+            for batch in args.batch:
+                def row(loop: str, prec: str, rates: list[float], mem: dict, fl: float, ref: list[float] | None) -> None:
+                    ratio = f"{statistics.median(rates) / statistics.median(ref):.2f}×" if ref else "1.00×"
+                    gfs = fl * statistics.median(rates) / 1e9
+                    print(f"| {preset} | {batch} | {loop} | {prec} | {fmt(rates)} | {ratio} | {fl / 1e9:.2f} | {gfs:.1f} "
+                          f"| {gfs / fp32_ceil:.0%} | {mem.get('VmHWM', 0):.0f} | {mem.get('RssAnon', 0):.0f} "
+                          f"| {mem.get('gpu', 0):.0f} |", flush=True)
+
+                ref = None
+                if not args.no_reference:
+                    runs = [in_child("reference", preset=preset, folder=folder, batch=batch, steps=args.steps,
+                                     workers=args.workers, device=device) for _ in range(args.reps)]
+                    if any(isinstance(r, str) for r, _ in runs):
+                        raise SystemExit(f"reference loop failed: {runs}")
+                    ref = [r for r, _ in runs]
+                    row("pytorch/examples-style", "fp32", ref, runs[-1][1], ref_flops, None)
+                for v in args.variants:
+                    over = VARIANTS[v]
+                    runs = [in_child("facegan", preset=preset, data=data, batch=batch, steps=args.steps,
+                                     device=args.device, out=Path(tmp) / f"{preset}-{batch}-{v}-{r}", overrides=over)
+                            for r in range(args.reps)]
+                    if any(isinstance(r, str) for r, _ in runs):
+                        print(f"| {preset} | {batch} | facegan {v} | — | failed: {runs[0][0]} |", flush=True)
+                        continue
+                    prec = pick_precision(over.get("precision", "auto"), device)
+                    row(f"facegan train ({v})", prec, [r for r, _ in runs], runs[-1][1], flops, ref)
 
 
 if __name__ == "__main__":

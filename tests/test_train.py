@@ -68,9 +68,9 @@ def test_nan_stops_run_and_keeps_last_good_checkpoint(tiny_cfg, monkeypatch):
     calls = {"n": 0}
     real_g_loss = loss.g_loss
 
-    def poisoned(logits):
+    def poisoned(logits, kind="bce"):
         calls["n"] += 1
-        out = real_g_loss(logits)
+        out = real_g_loss(logits, kind)
         return out * float("nan") if calls["n"] > 5 else out
 
     monkeypatch.setattr(loss, "g_loss", poisoned)
@@ -87,11 +87,11 @@ def test_signal_stops_gracefully_with_checkpoint(tiny_cfg, monkeypatch):
     calls = {"n": 0}
     real_g_loss = loss.g_loss
 
-    def interrupt(logits):
+    def interrupt(logits, kind="bce"):
         calls["n"] += 1
         if calls["n"] == 3:
             os.kill(os.getpid(), signal.SIGINT)
-        return real_g_loss(logits)
+        return real_g_loss(logits, kind)
 
     monkeypatch.setattr(loss, "g_loss", interrupt)
     res = train(replace(tiny_cfg, ckpt_every=100), progress=False)

@@ -24,15 +24,16 @@ app = typer.Typer(
 
 @app.command()
 def presets() -> None:
-    """List the model presets with their sizes and parameter counts."""
-    from facegan.config import PRESETS
+    """List the model presets with their sizes, parameter counts and default recipe."""
+    from facegan.config import PRESETS, resolve
     from facegan.models.dcgan import build, n_params
 
-    typer.echo(f"{'preset':<14}{'res':>5}{'ch':>4}{'z':>5}{'G params':>12}{'D params':>12}  about")
+    typer.echo(f"{'preset':<14}{'res':>5}{'ch':>4}{'z':>5}{'G params':>12}{'D params':>12}  {'recipe':<8}about")
     for name, p in PRESETS.items():
-        G, D = build(p.model)
-        m = p.model
-        typer.echo(f"{name:<14}{m.res:>5}{m.channels:>4}{m.z_dim:>5}{n_params(G):>12,}{n_params(D):>12,}  {p.about}")
+        m = resolve(name).model
+        G, D = build(m)
+        typer.echo(f"{name:<14}{m.res:>5}{m.channels:>4}{m.z_dim:>5}{n_params(G):>12,}{n_params(D):>12,}  "
+                   f"{p.recipe:<8}{p.about}")
 
 
 @app.command()
@@ -73,9 +74,24 @@ def train(
     label_flip: Optional[float] = typer.Option(None, "--label-flip", min=0.0, max=0.5, help="Fraction of D targets swapped."),
     d_dropout: Optional[float] = typer.Option(None, "--d-dropout", min=0.0, max=0.9, help="Dropout after every D block."),
     flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help="Random horizontal flips of real images."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", help="classic (the preset's seed project exactly) or modern (the stabilisers below, tuned); default per preset."),
+    loss: Optional[str] = typer.Option(None, "--loss", help="bce (non-saturating), hinge, ls (least squares)."),
+    d_norm: Optional[str] = typer.Option(None, "--d-norm", help="D normalisation: batch, none, spectral."),
+    g_up: Optional[str] = typer.Option(None, "--g-up", help="G upsampling: convT, resize (nearest + 3×3 conv; no checkerboards)."),
+    mbstd: Optional[bool] = typer.Option(None, "--mbstd/--no-mbstd", help="Minibatch-stddev feature before D's head."),
+    ema: Optional[float] = typer.Option(None, "--ema", min=0.0, max=0.99999, help="EMA decay for G's weights (e.g. 0.999; 0 = off)."),
+    augment: Optional[str] = typer.Option(None, "--augment", help="DiffAugment policy for D's inputs, e.g. color,translation,cutout ('' = off)."),
+    r1: Optional[float] = typer.Option(None, "--r1", min=0.0, help="R1 gradient penalty γ on real images (0 = off)."),
+    r1_every: Optional[int] = typer.Option(None, "--r1-every", min=1, help="Apply R1 every N steps (lazy, scaled by N; default 16)."),
+    beta1: Optional[float] = typer.Option(None, "--beta1", min=0.0, max=0.999, help="Adam β1 (default 0.5)."),
+    beta2: Optional[float] = typer.Option(None, "--beta2", min=0.0, max=0.9999, help="Adam β2 (default 0.999)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto (cuda → mps → cpu), cpu, cuda, cuda:1, mps."),
     precision: Optional[str] = typer.Option(None, "--precision", help="auto (bf16 where native, else fp32), fp32, bf16."),
-    log_every: Optional[int] = typer.Option(None, "--log-every", min=1, help="Steps between metric log lines."),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="NHWC memory layout (default on: faster convolutions)."),
+    tf32: Optional[bool] = typer.Option(None, "--tf32/--no-tf32", help="TF32 matmuls/convs in fp32 on CUDA (default on)."),
+    use_compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile G and D (dynamic=False); default off (slower on small CPUs, see docs/benchmarks.md)."),
+    resident: Optional[str] = typer.Option(None, "--resident", help="Copy the prepared data onto the device: auto (CUDA, when it fits), on, off."),
+    log_every: Optional[int] = typer.Option(None, "--log-every", min=1, help="Steps between metric log lines (the only host↔device sync)."),
     sample_every: Optional[int] = typer.Option(None, "--sample-every", min=1, help="Steps between sample grids."),
     ckpt_every: Optional[int] = typer.Option(None, "--ckpt-every", min=1, help="Steps between checkpoints."),
     keep: Optional[int] = typer.Option(None, "--keep", min=1, help="Checkpoints kept (newest)."),
@@ -91,14 +107,18 @@ def train(
     if resume is not None:
         if src is not None or preset is not None:
             typer.echo("note: SRC and --preset are ignored with --resume; the run's saved config is used", err=True)
-        cfg = resume_config(resume, device=device, log_every=log_every, sample_every=sample_every,
+        cfg = resume_config(resume, device=device, precision=precision, channels_last=channels_last, tf32=tf32,
+                            compile=use_compile, resident=resident, log_every=log_every, sample_every=sample_every,
                             ckpt_every=ckpt_every, keep=keep, eval_every=eval_every, eval_n=eval_n, **budget)
     else:
         preset = preset or "dcgan64"
         cfg = config.resolve(preset, data=src, out=str(out or _free_run_dir(preset)), batch=batch, seed=seed,
                              lr_g=lr_g, lr_d=lr_d, label_smoothing=label_smoothing, label_noise=label_noise,
-                             label_flip=label_flip, d_dropout=d_dropout, flip=flip, device=device,
-                             precision=precision, log_every=log_every, sample_every=sample_every,
+                             label_flip=label_flip, d_dropout=d_dropout, flip=flip, recipe=recipe, loss=loss,
+                             d_norm=d_norm, g_up=g_up, d_mbstd=mbstd, ema=ema, augment=augment, r1=r1,
+                             r1_every=r1_every, beta1=beta1, beta2=beta2, device=device,
+                             precision=precision, channels_last=channels_last, tf32=tf32, compile=use_compile,
+                             resident=resident, log_every=log_every, sample_every=sample_every,
                              ckpt_every=ckpt_every, keep=keep, eval_every=eval_every, eval_n=eval_n, **budget)
     result = run_train(cfg, resume=resume is not None, progress=progress)
     run = result.run
@@ -152,13 +172,14 @@ def generate(
     rows: int = typer.Option(6, "--rows", min=1, help="Grid is rows×rows faces."),
     batch: int = typer.Option(256, "--batch", min=1, help="Faces per forward pass."),
     device: str = typer.Option("auto", "--device", help="auto (cuda → mps → cpu), cpu, cuda, mps."),
+    use_ema: bool = typer.Option(True, "--ema/--no-ema", help="Use the EMA generator when the run has one."),
 ) -> None:
     """Generate faces from a trained generator: PNG files with a manifest, or a grid."""
     from facegan import checkpoint, sample
 
     from facegan.device import pick_device
 
-    G = sample.load_generator(source, device=pick_device(device))
+    G = sample.load_generator(source, device=pick_device(device), ema=use_ema)
     if grid is not None:
         path = sample.write_grid(G, grid, rows=rows, seed=seed)
         typer.echo(f"wrote a {rows}×{rows} grid of faces: {path}")
@@ -208,6 +229,7 @@ def evaluate(
     batch: int = typer.Option(64, "--batch", min=1, help="Images per Inception forward pass."),
     device: str = typer.Option("auto", "--device", help="auto (cuda → mps → cpu), cpu, cuda, mps."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for eval.json and closest_pairs.png."),
+    use_ema: bool = typer.Option(True, "--ema/--no-ema", help="Evaluate the EMA generator when the run has one."),
 ) -> None:
     from facegan import checkpoint, sample
     from facegan.device import pick_device
@@ -229,7 +251,7 @@ def evaluate(
     else:
         ckpt = checkpoint.find(source)
         meta = checkpoint.load(ckpt)[1]
-        G = sample.load_generator(ckpt, device=dev)
+        G = sample.load_generator(ckpt, device=dev, ema=use_ema)
         cfg = meta["config"]
         out_dir = out or checkpoint.run_dir(ckpt) / "eval" / ckpt.stem
         ev = Evaluator(data if data is not None else cfg.get("data"), G.cfg.res, G.cfg.channels, n_real=n_real,

@@ -22,8 +22,20 @@ class TrainConfig:
     Label options apply to D's targets only: ``label_smoothing`` s makes real targets 1−s;
     ``label_noise`` n draws real targets from U(1−n, 1) and fake ones from U(0, n);
     ``label_flip`` p swaps the real/fake target of a fraction p of each batch.
+    Stabilisers (README, "recipes"): ``loss`` bce | hinge | ls; ``ema`` β > 0 keeps an
+    exponential moving average of G (β per step) used for samples, checkpoints' G_ema and
+    evaluation; ``augment`` a DiffAugment policy such as "color,translation,cutout" applied to
+    everything D sees; ``r1`` γ > 0 adds γ/2·‖∇D(real)‖² every ``r1_every`` steps (lazy R1,
+    scaled by r1_every); two-time-scale learning rates are ``lr_g`` ≠ ``lr_d``. ``recipe`` names
+    the set of these a preset was resolved with ("classic" or "modern"; see RECIPES).
     ``eval_every`` K > 0 computes FID/KID of ``eval_n`` faces against the training data every K
     steps (needs the metrics extra) and keeps the best-FID checkpoint.
+    Speed options (none changes what is computed beyond rounding; defaults are the measured
+    fastest, docs/benchmarks.md): ``channels_last`` memory layout; ``precision`` auto picks bf16
+    autocast only where the hardware has it; ``tf32`` for fp32 matmuls/convs on CUDA;
+    ``compile`` wraps G and D in ``torch.compile(dynamic=False)`` (slower on the 2-core CPU, so
+    off); ``resident`` copies the prepared uint8 data onto the device ("auto": on CUDA when it
+    takes under a quarter of free memory; on CPU the memory map already is the resident copy).
     """
 
     preset: str = "dcgan64"
@@ -42,9 +54,18 @@ class TrainConfig:
     label_noise: float = 0.0
     label_flip: float = 0.0
     flip: bool = False
+    loss: str = "bce"
+    ema: float = 0.0
+    augment: str = ""
+    r1: float = 0.0
+    r1_every: int = 16
+    recipe: str = "classic"
     device: str = "auto"
     precision: str = "auto"
     channels_last: bool = True
+    tf32: bool = True
+    compile: bool = False
+    resident: str = "auto"
     log_every: int = 25
     sample_every: int = 250
     ckpt_every: int = 500
@@ -70,6 +91,7 @@ class Preset:
     model: ModelConfig
     about: str
     train: dict[str, Any] = field(default_factory=dict)
+    recipe: str = "classic"
 
 
 BUDGETS = {"max_images", "epochs", "max_time"}
@@ -85,10 +107,22 @@ PRESETS: dict[str, Preset] = {
         "PyTorch DCGAN tutorial / Radford et al.: z=100, 64 maps, BN, ReLU G, LeakyReLU D, tanh",
         dict(batch=128, epochs=5),
     ),
+    "faces64": Preset(
+        ModelConfig(res=64, z_dim=100, g_width=64, d_width=64, width_cap=512),
+        "dcgan64's net with the modern recipe (spectral-norm D, hinge, TTUR, EMA G, DiffAugment, flips): the 64² default",
+        dict(batch=128, epochs=30),
+        recipe="modern",
+    ),
     "celeba128": Preset(
         ModelConfig(res=128, z_dim=100, g_width=64, d_width=64, width_cap=1024),
         "enhanced 128² DCGAN for CelebA (178×218 centre crop): one more up/down stage, 1024 maps at 4²",
         dict(batch=64, epochs=5),
+    ),
+    "faces128": Preset(
+        ModelConfig(res=128, z_dim=100, g_width=64, d_width=64, width_cap=1024),
+        "celeba128's net with the modern recipe: the 128² default",
+        dict(batch=64, epochs=30),
+        recipe="modern",
     ),
     "faces128-z32": Preset(
         ModelConfig(res=128, z_dim=32, g_entry="linear", entry_res=16, g_pre=1, g_post=3,
@@ -112,21 +146,45 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def resolve(preset: str, **overrides: Any) -> TrainConfig:
-    """Preset defaults, then the preset's training recipe, then explicit (non-None) overrides.
+# A recipe is a set of stabilisers applied on top of a preset's own (seed-project) settings.
+# "classic" adds nothing: the seed project's behaviour exactly. "modern" is the combination the
+# ablation in docs/benchmarks.md picked; README "Recipes" gives the reasoning for each choice.
+RECIPES: dict[str, dict[str, Any]] = {
+    "classic": {},
+    "modern": dict(d_norm="spectral", loss="hinge", lr_g=1e-4, lr_d=4e-4, ema=0.999,
+                   augment="color,translation,cutout", flip=True),
+}
 
-    Model fields (e.g. ``d_dropout``, ``z_dim``) may be overridden too; they go to the model.
+
+def resolve(preset: str, recipe: str | None = None, **overrides: Any) -> TrainConfig:
+    """Preset defaults, then the preset's own settings, then the recipe, then explicit overrides.
+
+    ``recipe`` None uses the preset's default recipe. Model fields (e.g. ``d_dropout``,
+    ``d_norm``) may appear in recipes and overrides; they go to the model. Only non-None
+    overrides count.
     """
     if preset not in PRESETS:
         from facegan.errors import FaceganError
 
         raise FaceganError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
     p = PRESETS[preset]
+    recipe = recipe or p.recipe
+    if recipe not in RECIPES:
+        from facegan.errors import FaceganError
+
+        raise FaceganError(f"unknown recipe {recipe!r}; choose one of: {', '.join(RECIPES)}")
     model_fields = {f.name for f in fields(ModelConfig)}
-    model_over = {k: v for k, v in overrides.items() if k in model_fields and v is not None}
-    train_over = {k: v for k, v in overrides.items() if k not in model_fields and v is not None}
-    recipe = dict(p.train)
+    layered = {**RECIPES[recipe], **{k: v for k, v in overrides.items() if v is not None}}
+    model_over = {k: v for k, v in layered.items() if k in model_fields}
+    train_over = {k: v for k, v in layered.items() if k not in model_fields}
+    own = dict(p.train)
     if BUDGETS & train_over.keys():  # an explicit budget replaces the preset's, not adds to it
-        recipe = {k: v for k, v in recipe.items() if k not in BUDGETS}
-    cfg = TrainConfig(preset=preset, model=replace(p.model, **model_over))
-    return replace(cfg, **{**recipe, **train_over})
+        own = {k: v for k, v in own.items() if k not in BUDGETS}
+    try:
+        model = replace(p.model, **model_over)
+    except ValueError as e:  # e.g. --d-norm foo
+        from facegan.errors import FaceganError
+
+        raise FaceganError(str(e)) from None
+    cfg = TrainConfig(preset=preset, recipe=recipe, model=model)
+    return replace(cfg, **{**own, **train_over})

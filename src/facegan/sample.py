@@ -18,15 +18,19 @@ from facegan.fileio import write_text_atomic
 from facegan.models.dcgan import Generator, ModelConfig
 
 
-def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Generator:
+def load_generator(path: str | Path, device: str | torch.device = "cpu", ema: bool = True) -> Generator:
     """The generator of a checkpoint file or run folder (latest checkpoint), in eval mode.
 
-    Reads safetensors only: loading a checkpoint can never execute code.
+    Runs trained with ``--ema`` hold two generators; ``ema`` picks the averaged one (the better
+    faces, and what the run's grids and periodic FID showed), ``ema=False`` the raw one.
+
+    Reads safetensors only: loading a checkpoint can never execute code. The weights are put in
+    channels_last layout, 7–12 % faster at batch 256 on the CPU (docs/benchmarks.md).
     """
     tensors, meta = checkpoint.load(path)
     G = Generator(ModelConfig.from_dict(meta["config"]["model"]))
-    G.load_state_dict(checkpoint.module_state(tensors, "G"))
-    return G.to(device).eval()
+    G.load_state_dict(checkpoint.module_state(tensors, "G_ema" if ema and any(k.startswith("G_ema.") for k in tensors) else "G"))
+    return G.to(device, memory_format=torch.channels_last).eval()
 
 
 def generate(G: Generator, out_dir: str | Path, n: int, seed: int = 0, start: int = 0,

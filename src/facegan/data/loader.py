@@ -19,9 +19,13 @@ import torch
 
 
 class BatchSampler:
-    """Deterministic, rank-aware batches of a (N, H, W, C) uint8 array."""
+    """Deterministic, rank-aware batches of a (N, H, W, C) uint8 array.
 
-    def __init__(self, images: np.ndarray, batch: int, seed: int, rank: int = 0, world: int = 1) -> None:
+    ``images`` is the memory-mapped array or a copy of it already on the device (a tensor); both
+    give the same batches.
+    """
+
+    def __init__(self, images: np.ndarray | torch.Tensor, batch: int, seed: int, rank: int = 0, world: int = 1) -> None:
         self.images, self.batch, self.seed, self.rank, self.world = images, batch, seed, rank, world
         self.steps_per_epoch = len(images) // world // batch
         self._epoch, self._order = -1, torch.empty(0, dtype=torch.long)
@@ -37,8 +41,11 @@ class BatchSampler:
         return np.sort(idx)  # sorted reads are faster on a memmap; order in a batch is irrelevant
 
     def load(self, step: int) -> torch.Tensor:
-        """uint8 (B, H, W, C) CPU tensor for ``step`` (a copy, safe to keep)."""
-        return torch.from_numpy(np.ascontiguousarray(self.images[self.indices(step)]))
+        """uint8 (B, H, W, C) tensor for ``step``, on the images' device (a copy, safe to keep)."""
+        idx = self.indices(step)
+        if isinstance(self.images, torch.Tensor):
+            return self.images[torch.from_numpy(idx).to(self.images.device)]
+        return torch.from_numpy(np.ascontiguousarray(self.images[idx]))
 
 
 class Prefetcher:
@@ -57,7 +64,7 @@ class Prefetcher:
         x = fut.result() if fut is not None else self.sampler.load(step)
         if prefetch_next:
             self._pending[step + 1] = self._pool.submit(self.sampler.load, step + 1)
-        pin = self.device.type == "cuda"
+        pin = self.device.type == "cuda" and x.device.type == "cpu"  # resident data is already there
         return (x.pin_memory() if pin else x).to(self.device, non_blocking=pin)
 
     def close(self) -> None:

@@ -39,8 +39,13 @@ class ModelConfig:
         emits the image (classic), n > 0 means n−1 3×3 refinement convs then a 3×3 conv to image.
     g_width / d_width: channels of G's last and D's first hidden layer (see module docstring).
     g_act: "relu" (Radford) or "leaky" (LeakyReLU 0.2, Fashion-MNIST tutorial).
-    d_norm: "batch" or "none"; D's first layer never has a norm (Radford et al.).
+    g_up: "convT" = 4×4 stride-2 ConvTranspose (classic), "resize" = nearest ×2 + 3×3 conv,
+        which cannot produce the checkerboard artefacts of overlapping transposed kernels.
+    d_norm: "batch", "none" or "spectral" (spectral norm on every D weight instead of BN:
+        bounds D's Lipschitz constant, Miyato et al. 2018); D's first layer never has BN.
     d_dropout: dropout probability after every D block (0 = none).
+    d_mbstd: append minibatch standard deviation as a feature before D's head (Karras et al.
+        2018), so D can see a batch of too-similar fakes: a counter-pressure on mode collapse.
     d_head: "conv" = k×k valid convolution to one logit (classic), "linear" = flatten + dense.
     """
 
@@ -55,8 +60,10 @@ class ModelConfig:
     d_width: int = 64
     width_cap: int = 512
     g_act: Literal["relu", "leaky"] = "relu"
-    d_norm: Literal["batch", "none"] = "batch"
+    g_up: Literal["convT", "resize"] = "convT"
+    d_norm: Literal["batch", "none", "spectral"] = "batch"
     d_dropout: float = 0.0
+    d_mbstd: bool = False
     d_head: Literal["conv", "linear"] = "conv"
 
     def __post_init__(self) -> None:
@@ -67,6 +74,10 @@ class ModelConfig:
             raise ValueError(f"res {self.res} must be entry_res {self.entry_res} times a power of two ≥ 2")
         if self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+        for name, value, allowed in (("g_up", self.g_up, ("convT", "resize")),
+                                     ("d_norm", self.d_norm, ("batch", "none", "spectral"))):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
 
     @property
     def n_up(self) -> int:
@@ -89,6 +100,31 @@ def _width(base: int, cap: int, last_res: int, r: int) -> int:
 
 def _act(kind: str) -> nn.Module:
     return nn.ReLU(inplace=True) if kind == "relu" else nn.LeakyReLU(0.2, inplace=True)
+
+
+def _up(kind: str, c_in: int, c_out: int) -> nn.Module:
+    """×2 upsampling layer of G."""
+    if kind == "convT":
+        return nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False)
+    return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False))
+
+
+class MinibatchStd(nn.Module):
+    """Appends one channel: the feature std across groups of ``group`` images, averaged."""
+
+    def __init__(self, group: int = 4) -> None:
+        super().__init__()
+        self.group = group
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        g = min(self.group, B)
+        while B % g:  # a group size that divides the batch
+            g -= 1
+        y = x.float().reshape(g, -1, C, H, W)
+        y = (y.var(0, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # (B/g,)
+        y = y.repeat(g).reshape(B, 1, 1, 1).expand(B, 1, H, W).to(x.dtype)
+        return torch.cat([x, y], dim=1)
 
 
 def latents(n: int, z_dim: int, seed: int, start: int = 0) -> torch.Tensor:
@@ -127,9 +163,9 @@ class Generator(nn.Module):
         for i in range(cfg.n_up):
             r *= 2
             if i == cfg.n_up - 1 and cfg.g_post == 0:
-                layers += [nn.ConvTranspose2d(c, cfg.channels, 4, 2, 1, bias=False)]
+                layers += [_up(cfg.g_up, c, cfg.channels)]
                 break
-            layers += [nn.ConvTranspose2d(c, w(r), 4, 2, 1, bias=False), nn.BatchNorm2d(w(r)), _act(cfg.g_act)]
+            layers += [_up(cfg.g_up, c, w(r)), nn.BatchNorm2d(w(r)), _act(cfg.g_act)]
             c = w(r)
         for i in range(cfg.g_post):
             if i == cfg.g_post - 1:
@@ -189,12 +225,19 @@ class Discriminator(nn.Module):
             if cfg.d_dropout > 0:
                 layers.append(nn.Dropout(cfg.d_dropout))
             c = w(r)
+        if cfg.d_mbstd:
+            layers.append(MinibatchStd())
+            c += 1
         self.body = nn.Sequential(*layers)
         if cfg.d_head == "conv":
-            self.head: nn.Module = nn.Conv2d(c, 1, r, 1, 0, bias=False)
+            self.head: nn.Module = nn.Conv2d(c, 1, r, 1, 0, bias=cfg.d_norm == "spectral")
         else:
             self.head = nn.Sequential(nn.Flatten(), nn.Linear(c * r * r, 1))
         init_dcgan(self)
+        if cfg.d_norm == "spectral":  # after init: the parametrization keeps the raw weight as "original"
+            for m in self.modules():
+                if isinstance(m, (nn.Conv2d, nn.Linear)):
+                    nn.utils.parametrizations.spectral_norm(m)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x)).reshape(-1)
