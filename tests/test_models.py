@@ -9,9 +9,9 @@ from facegan.models.dcgan import ModelConfig, build, latents, n_params
 EXPECTED_PARAMS = {
     "quick": (296_896, 167_808),
     "dcgan64": (3_576_704, 2_765_568),
-    "faces64": (3_576_704, 2_764_737),  # dcgan64 with spectral norm: BN's γ/β out, conv biases in
+    "faces64": (3_576_704, 2_765_568),  # dcgan64's nets (the recipe differs, not the architecture)
     "celeba128": (12_786_560, 11_164_416),
-    "faces128": (12_786_560, 11_162_561),
+    "faces128": (12_786_560, 11_164_416),
     "faces128-z32": (1_642_400, 198_529),
     "faces256": (6_072_720, 2_821_505),
     "fashion28": (907_392, 138_561),

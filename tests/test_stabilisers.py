@@ -205,9 +205,9 @@ def test_recipes_and_presets():
     dcgan = config.resolve("dcgan64")
     assert replace(classic, preset="dcgan64", epochs=dcgan.epochs) == dcgan  # the seed project exactly
     modern = config.resolve("faces64")
-    assert modern.recipe == "modern" and modern.model.d_norm == "spectral" and modern.ema > 0 and modern.augment
-    assert modern.lr_d > modern.lr_g and modern.loss == "hinge" and modern.flip
-    assert config.resolve("dcgan64", recipe="modern").model == modern.model
+    assert modern.recipe == "modern" and modern.ema == 0.999 and modern.flip and modern.model == dcgan.model
+    assert replace(modern, preset="dcgan64", recipe="classic", ema=0.0, flip=False, epochs=dcgan.epochs) == dcgan
+    assert config.resolve("dcgan64", recipe="modern").ema == 0.999
     assert config.resolve("faces128").model.res == 128 and config.resolve("faces128").recipe == "modern"
     assert config.resolve("faces64", loss="ls").loss == "ls"  # explicit flags beat the recipe
     with pytest.raises(FaceganError, match="unknown recipe"):

@@ -94,10 +94,11 @@ def test_signal_stops_gracefully_with_checkpoint(tiny_cfg, monkeypatch):
         return real_g_loss(logits, kind)
 
     monkeypatch.setattr(loss, "g_loss", interrupt)
+    before = signal.getsignal(signal.SIGINT)  # default_int_handler, or SIG_IGN in a background job
     res = train(replace(tiny_cfg, ckpt_every=100), progress=False)
     assert res.stopped_by == "signal" and res.steps == 3
     assert checkpoint.load(tiny_cfg.out)[1]["step"] == 3
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert signal.getsignal(signal.SIGINT) is before  # handler restored
 
 
 def test_max_time_budget(tiny_cfg):
@@ -163,3 +164,33 @@ def test_grayscale_28_linear_entry_trains_and_samples(tiny_cfg):
     faces = load_generator(res.run).sample(3)
     assert faces.shape == (3, 28, 28, 1)
     assert Image.open(res.run / "samples" / "step-0000008.png").mode == "L"
+
+
+def test_tensorboard_logs_scalars_and_grids(tiny_cfg):
+    pytest.importorskip("tensorboard", reason="tensorboard is an optional extra (facegan[tensorboard])")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    res = train(replace(tiny_cfg, tensorboard=True), progress=False)
+    acc = EventAccumulator(str(res.run / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    losses = acc.Scalars("train/loss_D")
+    recs = [json.loads(line) for line in (res.run / "metrics.jsonl").read_text().splitlines()]
+    assert [e.step for e in losses] == [r["images"] for r in recs]
+    assert [e.value for e in losses] == pytest.approx([r["loss_D"] for r in recs])
+    imgs = acc.Images("samples")
+    assert [e.step for e in imgs] == [64, 128] and imgs[0].width == 2 + 2 * 18
+
+
+def test_tensorboard_without_package_is_one_line_error(tiny_cfg, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_tb(name, *a, **k):
+        if name.startswith("torch.utils.tensorboard"):
+            raise ImportError(name)
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_tb)
+    with pytest.raises(FaceganError, match="facegan\\[tensorboard\\]"):
+        train(replace(tiny_cfg, tensorboard=True), progress=False)

@@ -92,6 +92,7 @@ def train(
     use_compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile G and D (dynamic=False); default off (slower on small CPUs, see docs/benchmarks.md)."),
     resident: Optional[str] = typer.Option(None, "--resident", help="Copy the prepared data onto the device: auto (CUDA, when it fits), on, off."),
     log_every: Optional[int] = typer.Option(None, "--log-every", min=1, help="Steps between metric log lines (the only host↔device sync)."),
+    tensorboard: Optional[bool] = typer.Option(None, "--tensorboard/--no-tensorboard", help="Also log scalars and sample grids to RUN/tensorboard (needs facegan[tensorboard])."),
     sample_every: Optional[int] = typer.Option(None, "--sample-every", min=1, help="Steps between sample grids."),
     ckpt_every: Optional[int] = typer.Option(None, "--ckpt-every", min=1, help="Steps between checkpoints."),
     keep: Optional[int] = typer.Option(None, "--keep", min=1, help="Checkpoints kept (newest)."),
@@ -108,7 +109,7 @@ def train(
         if src is not None or preset is not None:
             typer.echo("note: SRC and --preset are ignored with --resume; the run's saved config is used", err=True)
         cfg = resume_config(resume, device=device, precision=precision, channels_last=channels_last, tf32=tf32,
-                            compile=use_compile, resident=resident, log_every=log_every, sample_every=sample_every,
+                            compile=use_compile, resident=resident, tensorboard=tensorboard, log_every=log_every, sample_every=sample_every,
                             ckpt_every=ckpt_every, keep=keep, eval_every=eval_every, eval_n=eval_n, **budget)
     else:
         preset = preset or "dcgan64"
@@ -118,7 +119,7 @@ def train(
                              d_norm=d_norm, g_up=g_up, d_mbstd=mbstd, ema=ema, augment=augment, r1=r1,
                              r1_every=r1_every, beta1=beta1, beta2=beta2, device=device,
                              precision=precision, channels_last=channels_last, tf32=tf32, compile=use_compile,
-                             resident=resident, log_every=log_every, sample_every=sample_every,
+                             resident=resident, tensorboard=tensorboard, log_every=log_every, sample_every=sample_every,
                              ckpt_every=ckpt_every, keep=keep, eval_every=eval_every, eval_n=eval_n, **budget)
     result = run_train(cfg, resume=resume is not None, progress=progress)
     run = result.run
@@ -161,6 +162,10 @@ def demo(
     typer.echo(f"  more faces      : facegan generate {cfg.out} -n 64")
 
 
+TRUNCATION_HELP = ("Truncation trick: redraw latent components with |z_i| > ψ (in standard deviations; "
+                   "e.g. 0.7). Smaller = more typical, less varied faces. Default: off.")
+
+
 @app.command()
 def generate(
     source: Path = typer.Argument(..., help="Run folder (uses its latest checkpoint) or checkpoint file."),
@@ -173,6 +178,7 @@ def generate(
     batch: int = typer.Option(256, "--batch", min=1, help="Faces per forward pass."),
     device: str = typer.Option("auto", "--device", help="auto (cuda → mps → cpu), cpu, cuda, mps."),
     use_ema: bool = typer.Option(True, "--ema/--no-ema", help="Use the EMA generator when the run has one."),
+    truncation: Optional[float] = typer.Option(None, "--truncation", help=TRUNCATION_HELP),
 ) -> None:
     """Generate faces from a trained generator: PNG files with a manifest, or a grid."""
     from facegan import checkpoint, sample
@@ -181,12 +187,51 @@ def generate(
 
     G = sample.load_generator(source, device=pick_device(device), ema=use_ema)
     if grid is not None:
-        path = sample.write_grid(G, grid, rows=rows, seed=seed)
+        path = sample.write_grid(G, grid, rows=rows, seed=seed, truncation=truncation)
         typer.echo(f"wrote a {rows}×{rows} grid of faces: {path}")
         return
     folder = out or checkpoint.run_dir(checkpoint.find(source)) / "generated" / f"seed{seed}"
-    manifest = sample.generate(G, folder, n, seed=seed, start=start, batch_size=batch)
+    manifest = sample.generate(G, folder, n, seed=seed, start=start, batch_size=batch, truncation=truncation)
     typer.echo(f"wrote {n} faces to {folder} (manifest: {manifest})")
+
+
+@app.command()
+def interpolate(
+    source: Path = typer.Argument(..., help="Run folder (uses its latest checkpoint) or checkpoint file."),
+    seeds: str = typer.Option("0,1,2", "--seeds", help="Comma-separated seeds; the walk visits face (seed, 0) of each in order."),
+    frames: int = typer.Option(60, "--frames", help="Frames of the animation (a .png strip shows up to 10 per segment)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="walk.gif, walk.mp4 (needs imageio-ffmpeg) or strip.png (default: RUN/walk.gif)."),
+    linear: bool = typer.Option(False, "--linear", help="Straight lines between latents instead of spherical (slerp) arcs."),
+    loop: bool = typer.Option(True, "--loop/--no-loop", help="Walk back to the first face, for a seamless looping video."),
+    fps: float = typer.Option(20.0, "--fps", min=1.0, help="Frames per second of the animation."),
+    truncation: Optional[float] = typer.Option(None, "--truncation", help=TRUNCATION_HELP),
+    device: str = typer.Option("auto", "--device", help="auto (cuda → mps → cpu), cpu, cuda, mps."),
+    use_ema: bool = typer.Option(True, "--ema/--no-ema", help="Use the EMA generator when the run has one."),
+) -> None:
+    """Morph between faces: a latent walk through several seeds as a GIF, MP4 or PNG strip."""
+    from facegan import checkpoint, sample
+    from facegan.device import pick_device
+
+    try:
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        raise FaceganError(f"--seeds takes comma-separated integers such as 3,17,42, not {seeds!r}") from None
+    path = out or checkpoint.run_dir(checkpoint.find(source)) / "walk.gif"
+    G = sample.load_generator(source, device=pick_device(device), ema=use_ema)
+    sample.write_walk(G, path, seed_list, frames=frames, linear=linear, loop=loop, fps=fps, truncation=truncation)
+    typer.echo(f"wrote a walk through seeds {', '.join(map(str, seed_list))}: {path}")
+
+
+@app.command()
+def report(
+    run: Path = typer.Argument(..., help="Run folder."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML file to write (default: RUN/report.html)."),
+    log_x: bool = typer.Option(False, "--log-x", help="Images seen on a log axis in the curves (needs matplotlib)."),
+) -> None:
+    """One self-contained HTML page of a run: curves, faces, progress animation, evaluations, config."""
+    from facegan.report import write_report
+
+    typer.echo(f"wrote {write_report(run, out, log_x=log_x)}")
 
 
 METRICS_HELP = """Measure how real generated faces are with the standard FID Inception net, offline.

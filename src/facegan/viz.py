@@ -1,17 +1,36 @@
-"""Pictures of a run: image grids and loss curves, drawn with Pillow alone.
+"""Pictures of a run: image grids, loss curves and the training-progress animation.
 
-Pillow is already a core dependency, so a run folder always gets its PNGs — no plotting
-library to install first.
+Pillow is already a core dependency, so a run folder always gets its PNGs and its GIF — no
+plotting library to install first. The richer curves (smoothed losses, D outputs, FID) need
+matplotlib and live in :mod:`facegan.plots`; an MP4 needs imageio-ffmpeg. Both are optional
+extras, used when importable and skipped otherwise.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import io
 import json
 import math
+import re
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
+from tqdm import tqdm
+
+from facegan import plots
+from facegan.errors import FaceganError
+from facegan.fileio import atomic_path
+
+PLOTS_NOTE = "note: pip install 'facegan[plots]' enables curves.png (smoothed losses, D outputs, FID)"
+VIDEO_NOTE = "writing .mp4 needs imageio-ffmpeg: pip install 'facegan[video]', or write a .gif"
+MAX_FRAMES = 100  # progress frames kept: rebuilding the GIF at every draw stays cheap on long runs
+FRAME_WIDTH = (256, 512)  # progress frames are scaled into this width range, so labels stay legible
+_STEP_PNG = re.compile(r"^step-(\d+)\.png$")
+_noted: set[str] = set()
 
 
 def grid(images: np.ndarray, nrow: int | None = None, pad: int = 2) -> np.ndarray:
@@ -31,8 +50,13 @@ def save_image(array: np.ndarray, path: str | Path) -> Path:
     """Write a uint8 (H, W, 1|3) array as PNG (parents created)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(path)
+    to_pil(array).save(path)
     return path
+
+
+def to_pil(array: np.ndarray) -> Image.Image:
+    """A uint8 (H, W, 1|3) array as a Pillow image (mode L or RGB)."""
+    return Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
 
 
 def save_grid(images: np.ndarray, path: str | Path, nrow: int | None = None) -> Path:
@@ -49,6 +73,14 @@ def read_metrics(path: str | Path) -> list[dict]:
 
 def loss_curve(records: list[dict], path: str | Path, size: tuple[int, int] = (720, 360)) -> Path:
     """Plot loss_D and loss_G against images seen, as a PNG with axes and a legend."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    loss_curve_image(records, size).save(path)
+    return path
+
+
+def loss_curve_image(records: list[dict], size: tuple[int, int] = (720, 360)) -> Image.Image:
+    """The :func:`loss_curve` picture itself (the report embeds it without writing a file)."""
     W, H = size
     left, right, top, bottom = 56, 16, 16, 36
     img = Image.new("RGB", size, "white")
@@ -74,7 +106,164 @@ def loss_curve(records: list[dict], path: str | Path, size: tuple[int, int] = (7
     for i, (k, colour) in enumerate(series.items()):
         d.line([(W - right - 110, top + 12 + 14 * i), (W - right - 90, top + 12 + 14 * i)], fill=colour, width=3)
         d.text((W - right - 84, top + 6 + 14 * i), k, fill="black")
+    return img
+
+
+def update_run_pictures(run: str | Path) -> None:
+    """Redraw the pictures that sum up a run so far; training calls this after every grid it saves.
+
+    Writes ``loss_curve.png`` (Pillow, always), ``curves.png`` (matplotlib; without it a note
+    once per process), ``progress.gif`` (always) and ``progress.mp4`` (with imageio-ffmpeg).
+    The grids in samples/ stay clean — exactly the faces ``generate --seed`` draws — so the
+    "step N · M images" labels go on the animation's frames instead.
+    """
+    run = Path(run)
+    records = read_metrics(run / "metrics.jsonl")
+    loss_curve(records, run / "loss_curve.png")
+    if plots.available():
+        write_bytes(run / "curves.png", plots.curves_png(records))
+    else:
+        note_once(PLOTS_NOTE)
+    frames = progress_frames(run)
+    if frames:
+        save_animation(frames, run / "progress.gif", fps=4, hold_last_s=2.0)
+        if video_available():
+            save_animation(frames, run / "progress.mp4", fps=4, hold_last_s=2.0)
+
+
+def step_grids(run: str | Path) -> list[tuple[int, Path]]:
+    """(step, path) of every fixed-noise grid in ``run/samples``, oldest first."""
+    folder = Path(run) / "samples"
+    found = [(int(m.group(1)), p) for p in folder.glob("step-*.png") if (m := _STEP_PNG.match(p.name))]
+    return sorted(found)
+
+
+def progress_frames(run: str | Path) -> list[Image.Image]:
+    """The run's grids as labelled animation frames, oldest first.
+
+    A long run keeps at most MAX_FRAMES of them, evenly spaced with the first and the last
+    always in, so rebuilding the animation at every draw costs the same late in a run as early.
+    """
+    grids = step_grids(run)
+    if len(grids) > MAX_FRAMES:
+        grids = [grids[round(i * (len(grids) - 1) / (MAX_FRAMES - 1))] for i in range(MAX_FRAMES)]
+    per_step = _images_per_step(run)
+    frames = []
+    for step, path in grids:
+        with Image.open(path) as img:
+            frames.append(label_frame(img, step, per_step))
+    return frames
+
+
+def label_frame(img: Image.Image, step: int, images_per_step: int | None = None) -> Image.Image:
+    """``img`` scaled into FRAME_WIDTH (nearest-neighbour up, so faces stay crisp) over a label strip."""
+    img = img.convert("RGB")
+    lo, hi = FRAME_WIDTH
+    if img.width < lo:
+        k = math.ceil(lo / img.width)
+        img = img.resize((img.width * k, img.height * k), Image.Resampling.NEAREST)
+    elif img.width > hi:
+        img = img.resize((hi, round(img.height * hi / img.width)), Image.Resampling.LANCZOS)
+    text = f"step {step:,}" + (f" · {step * images_per_step:,} images" if images_per_step else "")
+    strip = 24
+    out = Image.new("RGB", (img.width, img.height + strip), "white")
+    out.paste(img, (0, 0))
+    draw = ImageDraw.Draw(out)
+    font = _font(14)
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    draw.text(((out.width - right + left) / 2 - left, img.height + (strip - bottom + top) / 2 - top), text,
+              fill="black", font=font)
+    return out
+
+
+def save_animation(frames: Sequence[Image.Image], path: str | Path, fps: float, hold_last_s: float = 0.0) -> Path:
+    """Write equally sized frames as a looping ``.gif`` or an ``.mp4`` (H.264), atomically.
+
+    ``hold_last_s`` shows the last frame longer, so a viewer sees where the sequence ends.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
+    suffix = path.suffix.lower()
+    if suffix == ".gif":
+        return write_bytes(path, encode_gif(frames, fps, hold_last_s))
+    if suffix == ".mp4":
+        return _write_mp4(frames, path, fps, hold_last_s)
+    raise FaceganError(f"an animation is a .gif or an .mp4, not {path.name}")
+
+
+def encode_gif(frames: Sequence[Image.Image], fps: float, hold_last_s: float = 0.0) -> bytes:
+    """Frames as the bytes of a GIF that loops forever (the report embeds these directly)."""
+    durations = [round(1000 / fps)] * len(frames)
+    durations[-1] += round(hold_last_s * 1000)
+    # fast octree: 50× faster than Pillow's default median cut here, and less banding on faces
+    paletted = [f if f.mode in ("L", "P") else f.convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE)
+                for f in frames]
+    buf = io.BytesIO()
+    paletted[0].save(buf, format="GIF", save_all=True, append_images=paletted[1:], duration=durations, loop=0)
+    return buf.getvalue()
+
+
+def video_available() -> bool:
+    """Whether ``.mp4`` files can be written (the optional imageio-ffmpeg package, which ships ffmpeg)."""
+    return importlib.util.find_spec("imageio_ffmpeg") is not None
+
+
+def require_video() -> None:
+    """Fail early, with the fix in one line, when an .mp4 is asked for but cannot be written."""
+    if not video_available():
+        raise FaceganError(VIDEO_NOTE)
+
+
+def _write_mp4(frames: Sequence[Image.Image], path: Path, fps: float, hold_last_s: float) -> Path:
+    """H.264 in yuv420p (plays everywhere), frames padded white to multiples of 16 rather than rescaled."""
+    require_video()
+    import imageio_ffmpeg
+
+    rgb = [_pad16(np.asarray(f.convert("RGB"))) for f in frames]
+    rgb += [rgb[-1]] * round(hold_last_s * fps)
+    h, w = rgb[0].shape[:2]
+    with atomic_path(path) as tmp:  # the temporary name has no .mp4 suffix: name the container
+        writer = imageio_ffmpeg.write_frames(str(tmp), (w, h), fps=fps, codec="libx264", output_params=[
+            "-f", "mp4", "-preset", "veryfast", "-movflags", "+faststart"])
+        writer.send(None)
+        for frame in rgb:
+            writer.send(frame)
+        writer.close()
     return path
+
+
+def _pad16(a: np.ndarray) -> np.ndarray:
+    """Pad (H, W, 3) on the bottom and right with white up to multiples of 16 (H.264 macroblocks)."""
+    h, w = a.shape[:2]
+    return np.pad(a, ((0, -h % 16), (0, -w % 16), (0, 0)), constant_values=255)
+
+
+def _images_per_step(run: Path) -> int | None:
+    """Real images shown per step (batch × processes) from the run's config.json; None without one."""
+    cfg_path = Path(run) / "config.json"
+    if not cfg_path.is_file():
+        return None
+    cfg = json.loads(cfg_path.read_text())
+    return int(cfg["batch"]) * int(cfg.get("world_size", 1))
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """Pillow's bundled font at ``size`` pixels (Pillow ≥ 10.1), else its small bitmap font."""
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow 10.0 has no sized default font
+        return ImageFont.load_default()
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` atomically: pictures are rewritten while a viewer may have them open."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return path
+
+
+def note_once(message: str) -> None:
+    """Print ``message`` to stderr the first time only (training draws hundreds of times)."""
+    if message not in _noted:
+        _noted.add(message)
+        tqdm.write(message, file=sys.stderr)

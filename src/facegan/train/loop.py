@@ -56,7 +56,8 @@ def resume_config(run: Path, **overrides: Any) -> TrainConfig:
     """The saved config of ``run`` with only budgets, device, speed options and logging cadence replaceable."""
     _, meta = checkpoint.load(checkpoint.find(run))
     cfg = TrainConfig.from_dict(meta["config"])
-    allowed = BUDGETS | {"device", "precision", "channels_last", "tf32", "compile", "resident", "log_every", "sample_every", "ckpt_every", "keep", "eval_every", "eval_n"}
+    allowed = BUDGETS | {"device", "precision", "channels_last", "tf32", "compile", "resident", "tensorboard",
+                         "log_every", "sample_every", "ckpt_every", "keep", "eval_every", "eval_n"}
     given = {k: v for k, v in overrides.items() if v is not None and k in allowed}
     if BUDGETS & given.keys():
         cfg = replace(cfg, max_images=None, epochs=None, max_time=None)
@@ -153,6 +154,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
 
         evaluator = Evaluator(data_path, m.res, m.channels, device=device, progress=False)
         best_fid = checkpoint.best_fid(run)
+    tb = _tensorboard(run) if cfg.tensorboard and is_main else None
     stopped_by = "budget"
     bar = tqdm(total=total_steps * per_step if total_steps else None, initial=step * per_step, unit="img",
                unit_scale=True, dynamic_ncols=True, disable=not (progress and is_main), desc=run.name)
@@ -171,6 +173,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
                                f"checkpoint: {good[-1] if good else 'none'}; try a lower learning rate", exit_code=3)
         if is_main:
             _append_jsonl(run / "metrics.jsonl", rec)
+            if tb is not None:
+                for k, v in rec.items():
+                    if k not in ("step", "images", "epoch", "time"):
+                        tb.add_scalar(f"train/{k}", v, rec["images"])
             if cfg.max_time:  # a time budget: re-estimate the total so the bar shows an ETA
                 by_time = step * per_step + int(max(cfg.max_time - (now - t_start), 0) * rec["img_per_s"])
                 bar.total = min(by_time, total_steps * per_step) if total_steps else by_time
@@ -203,6 +209,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
         rec = {"step": step, "images": step * per_step, "fid": res["fid"], "kid_mean": res["kid_mean"],
                "kid_std": res["kid_std"], "eval_n": cfg.eval_n}
         _append_jsonl(run / "metrics.jsonl", rec)
+        if tb is not None:
+            tb.add_scalar("eval/fid", res["fid"], rec["images"])
+            tb.add_scalar("eval/kid", res["kid_mean"], rec["images"])
         if res["fid"] < best_fid:
             best_fid = res["fid"]
             tensors, meta = state()
@@ -210,9 +219,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
         bar.write(f"step {step}: FID {res['fid']:.2f} (best {best_fid:.2f}), KID {res['kid_mean']:.4f}")
 
     def draw() -> None:
-        """Fixed-noise grid (faces 0.. of the run's seed) and the loss curve so far."""
-        viz.save_grid(shown().sample(cfg.grid, seed=cfg.seed), run / "samples" / f"step-{step:07d}.png")
-        viz.loss_curve(viz.read_metrics(run / "metrics.jsonl"), run / "loss_curve.png")
+        """Fixed-noise grid (faces 0.. of the run's seed), then the curves and animation so far."""
+        faces = shown().sample(cfg.grid, seed=cfg.seed)
+        viz.save_grid(faces, run / "samples" / f"step-{step:07d}.png")
+        if tb is not None:
+            tb.add_image("samples", viz.grid(faces), step * per_step, dataformats="HWC")
+        viz.update_run_pictures(run)
 
     def save() -> None:
         nonlocal last_ckpt, saved_step
@@ -256,6 +268,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
     finally:
         prefetch.close()
         bar.close()
+        if tb is not None:
+            tb.close()
     return TrainResult(run, last_ckpt or (checkpoint.list_checkpoints(run) or [None])[-1], step, step * per_step,
                        time.time() - t_start, stopped_by)
 
@@ -305,6 +319,15 @@ def gan_step(G: torch.nn.Module, D: torch.nn.Module, opt_g: torch.optim.Optimize
         score = torch.sigmoid if opts.loss == "bce" else (lambda t: t)
         return torch.stack([loss_d.detach(), loss_g.detach(), score(real_logits.detach().float()).mean(),
                             score(fake_logits.detach().float()).mean(), penalty.detach().float()])
+
+
+def _tensorboard(run: Path) -> Any:
+    """A SummaryWriter on RUN/tensorboard (x axis: images seen), or a one-line error without the package."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise FaceganError("--tensorboard needs the tensorboard package: pip install 'facegan[tensorboard]'") from None
+    return SummaryWriter(str(run / "tensorboard"))
 
 
 def _check_stabilisers(cfg: TrainConfig) -> tuple[str, ...]:
