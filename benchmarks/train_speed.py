@@ -135,13 +135,13 @@ def reference_step(G: nn.Module, D: nn.Module, crit: nn.Module, opt_g: torch.opt
 
 
 def facegan_rate(preset: str, data: str, batch: int, steps: int, device: str, out: Path, overrides: dict) -> float:
-    """img/s of `facegan train` after the warm-up steps (logged every WARMUP steps)."""
+    """img/s of `facegan train` after the warm-up steps (the first log line is at step WARMUP)."""
     cfg = config.resolve(preset, data=data, out=str(out), batch=batch, device=device, max_images=batch * (steps + WARMUP),
                          log_every=WARMUP, sample_every=10**9, ckpt_every=10**9, **overrides)
     train(cfg, progress=False)
-    recs = read_metrics(out / "metrics.jsonl")[1:]  # the first record covers the warm-up
-    return sum(r["step"] - p["step"] for p, r in zip([{"step": WARMUP}] + recs, recs)) * batch / sum(
-        (r["step"] - p["step"]) * batch / r["img_per_s"] for p, r in zip([{"step": WARMUP}] + recs, recs))
+    recs = read_metrics(out / "metrics.jsonl")
+    warm, last = recs[0], recs[-1]  # "time" is seconds since the run started
+    return (last["step"] - warm["step"]) * batch / (last["time"] - warm["time"])
 
 
 def _sync(device: torch.device) -> None:

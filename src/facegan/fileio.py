@@ -46,8 +46,13 @@ def atomic_path(final: Path) -> Iterator[Path]:
     _fsync_dir(final.parent)
 
 
+def write_bytes_atomic(path: Path, data: bytes) -> Path:
+    """Write a whole file atomically (pictures are rewritten while a viewer may have them open)."""
+    with atomic_path(Path(path)) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
 def write_text_atomic(path: Path, text: str) -> Path:
     """Write a small text file (JSON manifests, results) atomically."""
-    with atomic_path(Path(path)) as tmp:
-        tmp.write_text(text)
-    return Path(path)
+    return write_bytes_atomic(path, text.encode())

@@ -12,7 +12,6 @@ import base64
 import io
 import json
 import math
-import tempfile
 from html import escape
 from pathlib import Path
 
@@ -98,9 +97,8 @@ def _faces(run: Path, cfg: dict) -> str:
 def _best_grid(best: Path, cfg: dict) -> bytes:
     """PNG bytes of the run's fixed-noise faces drawn by the best checkpoint's generator."""
     rows = math.ceil(math.sqrt(cfg.get("grid", 36)))
-    with tempfile.TemporaryDirectory() as tmp:
-        path = sample.write_grid(sample.load_generator(best), Path(tmp) / "best.png", rows=rows, seed=cfg.get("seed", 0))
-        return path.read_bytes()
+    faces = sample.faces(sample.load_generator(best), rows * rows, seed=cfg.get("seed", 0))
+    return _png(viz.to_pil(viz.grid(faces, nrow=rows)))
 
 
 def _progress(run: Path) -> str:

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from facegan import plots
 from facegan.errors import FaceganError
-from facegan.fileio import atomic_path
+from facegan.fileio import atomic_path, write_bytes_atomic
 
 PLOTS_NOTE = "note: pip install 'facegan[plots]' enables curves.png (smoothed losses, D outputs, FID)"
 VIDEO_NOTE = "writing .mp4 needs imageio-ffmpeg: pip install 'facegan[video]', or write a .gif"
@@ -121,7 +121,7 @@ def update_run_pictures(run: str | Path) -> None:
     records = read_metrics(run / "metrics.jsonl")
     loss_curve(records, run / "loss_curve.png")
     if plots.available():
-        write_bytes(run / "curves.png", plots.curves_png(records))
+        write_bytes_atomic(run / "curves.png", plots.curves_png(records))
     else:
         note_once(PLOTS_NOTE)
     frames = progress_frames(run)
@@ -184,7 +184,7 @@ def save_animation(frames: Sequence[Image.Image], path: str | Path, fps: float, 
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".gif":
-        return write_bytes(path, encode_gif(frames, fps, hold_last_s))
+        return write_bytes_atomic(path, encode_gif(frames, fps, hold_last_s))
     if suffix == ".mp4":
         return _write_mp4(frames, path, fps, hold_last_s)
     raise FaceganError(f"an animation is a .gif or an .mp4, not {path.name}")
@@ -252,14 +252,6 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow 10.0 has no sized default font
         return ImageFont.load_default()
-
-
-def write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` atomically: pictures are rewritten while a viewer may have them open."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-    return path
 
 
 def note_once(message: str) -> None:

@@ -155,6 +155,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
         evaluator = Evaluator(data_path, m.res, m.channels, device=device, progress=False)
         best_fid = checkpoint.best_fid(run)
     tb = _tensorboard(run) if cfg.tensorboard and is_main else None
+    plain = Stabilisers(cfg.loss, policy)  # the step's options; the lazy-R1 steps add the penalty
+    with_r1 = replace(plain, r1_weight=cfg.r1 / 2 * cfg.r1_every)
     stopped_by = "budget"
     bar = tqdm(total=total_steps * per_step if total_steps else None, initial=step * per_step, unit="img",
                unit_scale=True, dynamic_ncols=True, disable=not (progress and is_main), desc=run.name)
@@ -248,8 +250,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
                 real = to_model_input(prefetch.get(step, more), cfg.flip, gen, cfg.channels_last)
                 z = torch.randn(B, m.z_dim, generator=gen, device=device)
                 targets = loss.d_targets(B, gen, device, cfg.label_smoothing, cfg.label_noise, cfg.label_flip)
-                r1_now = cfg.r1 > 0 and step % cfg.r1_every == 0
-                opts = Stabilisers(cfg.loss, policy, cfg.r1 / 2 * cfg.r1_every if r1_now else 0.0)
+                opts = with_r1 if cfg.r1 > 0 and step % cfg.r1_every == 0 else plain
                 acc += gan_step(G_run, D_run, opt_g, opt_d, real, z, targets, autocast, opts, gen)
                 if G_ema is not None:
                     ema.update(G_ema, G, ema.decay_at(step, cfg.ema))
