@@ -47,11 +47,11 @@ def grid(images: np.ndarray, nrow: int | None = None, pad: int = 2) -> np.ndarra
 
 
 def save_image(array: np.ndarray, path: str | Path) -> Path:
-    """Write a uint8 (H, W, 1|3) array as PNG (parents created)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    to_pil(array).save(path)
-    return path
+    """Write a uint8 (H, W, 1|3) array as PNG, atomically: a run killed mid-write leaves no
+    truncated grid for the resumed run's animation to choke on."""
+    with atomic_path(Path(path)) as tmp:
+        to_pil(array).save(tmp, format="PNG")
+    return Path(path)
 
 
 def to_pil(array: np.ndarray) -> Image.Image:
@@ -73,10 +73,9 @@ def read_metrics(path: str | Path) -> list[dict]:
 
 def loss_curve(records: list[dict], path: str | Path, size: tuple[int, int] = (720, 360)) -> Path:
     """Plot loss_D and loss_G against images seen, as a PNG with axes and a legend."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    loss_curve_image(records, size).save(path)
-    return path
+    with atomic_path(Path(path)) as tmp:
+        loss_curve_image(records, size).save(tmp, format="PNG")
+    return Path(path)
 
 
 def loss_curve_image(records: list[dict], size: tuple[int, int] = (720, 360)) -> Image.Image:
