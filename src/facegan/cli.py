@@ -111,6 +111,8 @@ def train(
         cfg = resume_config(resume, device=device, precision=precision, channels_last=channels_last, tf32=tf32,
                             compile=use_compile, resident=resident, tensorboard=tensorboard, log_every=log_every, sample_every=sample_every,
                             ckpt_every=ckpt_every, keep=keep, eval_every=eval_every, eval_n=eval_n, **budget)
+        if not isinstance(cfg, config.TrainConfig):
+            raise FaceganError(f"{resume} is an upscaler run; continue it with facegan train-sr --resume {resume}")
     else:
         preset = preset or "dcgan64"
         cfg = config.resolve(preset, data=src, out=str(out or _free_run_dir(preset)), batch=batch, seed=seed,
@@ -179,20 +181,122 @@ def generate(
     device: str = typer.Option("auto", "--device", help="auto (cuda → mps → cpu), cpu, cuda, mps."),
     use_ema: bool = typer.Option(True, "--ema/--no-ema", help="Use the EMA generator when the run has one."),
     truncation: Optional[float] = typer.Option(None, "--truncation", help=TRUNCATION_HELP),
+    upscale: Optional[Path] = typer.Option(None, "--upscale", help="Upscaler run (facegan train-sr) that enlarges every face, e.g. 64² → 256² with a ×4 model."),
 ) -> None:
     """Generate faces from a trained generator: PNG files with a manifest, or a grid."""
     from facegan import checkpoint, sample
-
     from facegan.device import pick_device
+    from facegan.upscale import load_upscaler
 
-    G = sample.load_generator(source, device=pick_device(device), ema=use_ema)
+    dev = pick_device(device)
+    G = sample.load_generator(source, device=dev, ema=use_ema)
+    sr = load_upscaler(upscale, device=dev) if upscale is not None else None
     if grid is not None:
-        path = sample.write_grid(G, grid, rows=rows, seed=seed, truncation=truncation)
+        path = sample.write_grid(G, grid, rows=rows, seed=seed, truncation=truncation, upscaler=sr)
         typer.echo(f"wrote a {rows}×{rows} grid of faces: {path}")
         return
-    folder = out or checkpoint.run_dir(checkpoint.find(source)) / "generated" / f"seed{seed}"
-    manifest = sample.generate(G, folder, n, seed=seed, start=start, batch_size=batch, truncation=truncation)
-    typer.echo(f"wrote {n} faces to {folder} (manifest: {manifest})")
+    folder = out or checkpoint.run_dir(checkpoint.find(source)) / "generated" / (f"seed{seed}" + (f"-x{sr.cfg.scale}" if sr else ""))
+    manifest = sample.generate(G, folder, n, seed=seed, start=start, batch_size=batch, truncation=truncation, upscaler=sr)
+    size = G.cfg.res * (sr.cfg.scale if sr else 1)
+    typer.echo(f"wrote {n} faces ({size}×{size}) to {folder} (manifest: {manifest})")
+
+
+@app.command("train-sr")
+def train_sr(
+    src: Optional[str] = typer.Argument(None, help="High-resolution training photos (any source `prepare` takes, or a prepared .npy). Default: built-in procedural faces."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: runs/sr, numbered if taken)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the upscaler run in this folder from its last checkpoint."),
+    scale: int = typer.Option(4, "--scale", help="Upscaling factor: 2 or 4."),
+    hr_res: int = typer.Option(128, "--hr-res", help="Side of the high-resolution training images (the input side is hr-res / scale)."),
+    width: int = typer.Option(32, "--width", min=4, help="Feature maps of the upscaler."),
+    blocks: int = typer.Option(8, "--blocks", min=1, help="Residual blocks of the upscaler."),
+    batch: int = typer.Option(16, "--batch", "-b", min=1, help="Images per step."),
+    lr: float = typer.Option(2e-4, "--lr", help="Adam learning rate of the upscaler."),
+    max_images: Optional[int] = typer.Option(None, "--max-images", min=1, help="Stop after this many training images in total."),
+    epochs: Optional[float] = typer.Option(None, "--epochs", min=0.0, help="Stop after this many passes over the training split (default 5 when no budget is given)."),
+    max_time: Optional[float] = typer.Option(None, "--max-time", min=1.0, help="Stop after this many seconds (this invocation)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for init, data order, flips and degradations."),
+    holdout: int = typer.Option(20, "--holdout", min=2, help="Every k-th image is held out for evaluation, never trained on."),
+    flip: bool = typer.Option(True, "--flip/--no-flip", help="Random horizontal flips."),
+    blur: float = typer.Option(0.0, "--blur", min=0.0, help="Degradation: Gaussian blur of the input, σ ~ U(0, BLUR) input pixels."),
+    noise: float = typer.Option(0.0, "--noise", min=0.0, help="Degradation: Gaussian noise, σ ~ U(0, NOISE) of the 0..255 range (e.g. 0.02)."),
+    jpeg: int = typer.Option(0, "--jpeg", min=0, max=95, help="Degradation: JPEG at quality ~ U(JPEG, 95); 0 = off."),
+    l1: float = typer.Option(1.0, "--l1", min=0.0, help="Weight of the pixel L1 loss."),
+    feature: float = typer.Option(0.0, "--feature", min=0.0, help="Weight of the feature loss on early FID-Inception layers (needs facegan[metrics])."),
+    adv: float = typer.Option(0.0, "--adv", min=0.0, help="Weight of the adversarial loss (e.g. 5e-3); > 0 trains a critic too."),
+    lr_d: float = typer.Option(1e-4, "--lr-d", help="Adam learning rate of the critic."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Start from this upscaler run's weights (e.g. an L1 run before adversarial fine-tuning)."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto (cuda → mps → cpu), cpu, cuda, cuda:1, mps."),
+    log_every: Optional[int] = typer.Option(None, "--log-every", min=1, help="Steps between metric log lines."),
+    sample_every: Optional[int] = typer.Option(None, "--sample-every", min=1, help="Steps between held-out panels (input / bicubic / ours / truth)."),
+    ckpt_every: Optional[int] = typer.Option(None, "--ckpt-every", min=1, help="Steps between checkpoints."),
+    keep: Optional[int] = typer.Option(None, "--keep", min=1, help="Checkpoints kept (newest)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
+) -> None:
+    """Train a face upscaler (×2/×4 SRResNet): L1 first, optionally a feature + adversarial fine-tune with --init."""
+    from dataclasses import replace
+
+    from facegan import checkpoint
+    from facegan.config import SRTrainConfig
+    from facegan.models.srresnet import SRConfig
+    from facegan.train.loop import resume_config
+    from facegan.train.sr import KIND, train_sr as run_train_sr
+
+    budget = dict(max_images=max_images, epochs=epochs, max_time=max_time)
+    cadence = dict(log_every=log_every, sample_every=sample_every, ckpt_every=ckpt_every, keep=keep)
+    if resume is not None:
+        cfg = resume_config(resume, device=device, **cadence, **budget)
+        if not isinstance(cfg, SRTrainConfig):
+            raise FaceganError(f"{resume} is a GAN run; continue it with facegan train --resume {resume}")
+    else:
+        try:
+            model = SRConfig(scale=scale, width=width, blocks=blocks)
+        except ValueError as e:
+            raise FaceganError(str(e)) from None
+        if init is not None:  # fine-tuning keeps the architecture of the run it starts from
+            meta = checkpoint.load(init)[1]
+            if meta.get("kind") != KIND:
+                raise FaceganError(f"--init {init} is not an upscaler run (train one with facegan train-sr)")
+            model = SRConfig.from_dict(meta["config"]["model"])
+            if model.scale != scale:
+                raise FaceganError(f"--init {init} is a ×{model.scale} upscaler; give --scale {model.scale}")
+        if not any(v is not None for v in budget.values()):
+            budget["epochs"] = 5.0
+        cfg = SRTrainConfig(data=src, out=str(out or _free_run_dir("sr")), hr_res=hr_res, batch=batch, lr=lr, seed=seed,
+                            holdout=holdout, flip=flip, blur=blur, noise=noise, jpeg=jpeg, l1=l1, feature=feature,
+                            adv=adv, lr_d=lr_d, init=str(init) if init else None, model=model, **budget)
+        cfg = replace(cfg, **{k: v for k, v in {"device": device, **cadence}.items() if v is not None})
+    result = run_train_sr(cfg, resume=resume is not None, progress=progress)
+    typer.echo(f"trained {result.steps} steps ({result.images:,} images) in {result.seconds:.0f} s, stopped by {result.stopped_by}")
+    typer.echo(f"  run folder : {result.run}   (panels: input / bicubic / ours / truth in {result.run / 'samples'})")
+    typer.echo(f"  checkpoint : {result.checkpoint}")
+    typer.echo(f"  use it     : facegan upscale PHOTOS --model {result.run} --out BIG   |   facegan generate GANRUN --upscale {result.run}")
+    if result.stopped_by == "signal":
+        typer.echo(f"interrupted; continue with: facegan train-sr --resume {result.run}", err=True)
+        raise typer.Exit(130)
+
+
+@app.command()
+def upscale(
+    src: Path = typer.Argument(..., help="An image file, or a folder of images (searched recursively)."),
+    model: Path = typer.Option(..., "--model", "-m", help="Upscaler run folder (facegan train-sr) or checkpoint."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the upscaled PNGs (the input's folder structure is kept)."),
+    scale: Optional[int] = typer.Option(None, "--scale", help="Expected factor; an error if the model was trained for another (default: the model's)."),
+    batch: int = typer.Option(64, "--batch", min=1, help="Images per forward pass."),
+    device: str = typer.Option("auto", "--device", help="auto (cuda → mps → cpu), cpu, cuda, mps."),
+) -> None:
+    """Enlarge face images ×2/×4 with a trained upscaler; unreadable files are skipped and named."""
+    from facegan.device import pick_device
+    from facegan.upscale import check_scale, load_upscaler, upscale_files
+
+    G = load_upscaler(model, device=pick_device(device))
+    check_scale(G, scale)
+    written, skipped = upscale_files(G, src, out, batch=batch)
+    for f, why in skipped:
+        typer.echo(f"skipped {f}: {why}", err=True)
+    typer.echo(f"upscaled {len(written)} image(s) ×{G.cfg.scale} into {out}" + (f"; skipped {len(skipped)}" if skipped else ""))
+    if not written:
+        raise FaceganError(f"nothing upscaled: all {len(skipped)} input file(s) were unreadable")
 
 
 @app.command()

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from facegan.models.dcgan import ModelConfig
+from facegan.models.srresnet import SRConfig
 
 
 @dataclass
@@ -190,3 +191,59 @@ def resolve(preset: str, recipe: str | None = None, **overrides: Any) -> TrainCo
         raise FaceganError(str(e)) from None
     cfg = TrainConfig(preset=preset, recipe=recipe, model=model)
     return replace(cfg, **{**own, **train_over})
+
+
+@dataclass
+class SRTrainConfig:
+    """Everything that decides what an upscaler training run (``facegan train-sr``) computes.
+
+    Pairs are made on the fly from the dataset prepared at ``hr_res``: a high-resolution image
+    (h-flipped at random when ``flip``), its antialiased bicubic downscale by ``model.scale``,
+    then optional degradations so the model learns to upscale generator output, not only clean
+    photos — Gaussian blur with σ ~ U(0, ``blur``) low-resolution pixels, Gaussian noise with
+    σ ~ U(0, ``noise``) (fraction of the 0..255 range), JPEG at quality ~ U(``jpeg``, 95) when
+    ``jpeg`` > 0 — and finally rounding to 8 bits, as every real input is.
+    ``holdout`` k: dataset images whose index is a multiple of k are never trained on; they are
+    the held-out split PSNR/SSIM are measured on (``facegan`` and benchmarks/sr_quality.py agree
+    on it through this field).
+    Loss: ``l1`` · pixel L1 + ``feature`` · L1 of early Inception-v3 features (the FID network's
+    stem, the only image network available offline; needs the metrics extra) + ``adv`` · the
+    non-saturating adversarial loss against an SRDiscriminator trained at ``lr_d``. ``init``
+    starts the generator from another upscaler run (the usual recipe: an L1 run, then a short
+    adversarial fine-tune from it). Budgets and cadences mean what they mean in TrainConfig.
+    """
+
+    data: str | None = None
+    out: str = "runs/sr"
+    hr_res: int = 128
+    batch: int = 16
+    lr: float = 2e-4
+    lr_d: float = 1e-4
+    max_images: int | None = None
+    epochs: float | None = None
+    max_time: float | None = None
+    seed: int = 0
+    holdout: int = 20
+    flip: bool = True
+    blur: float = 0.0
+    noise: float = 0.0
+    jpeg: int = 0
+    l1: float = 1.0
+    feature: float = 0.0
+    adv: float = 0.0
+    init: str | None = None
+    device: str = "auto"
+    channels_last: bool = True
+    log_every: int = 10
+    sample_every: int = 100
+    ckpt_every: int = 250
+    keep: int = 3
+    model: SRConfig = field(default_factory=SRConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SRTrainConfig":
+        known = {f.name for f in fields(cls)} - {"model"}
+        return cls(model=SRConfig.from_dict(d["model"]), **{k: v for k, v in d.items() if k in known})

@@ -39,7 +39,8 @@ def smooth(values: list[float], weight: float | None = None) -> list[float]:
 
 def curves_png(records: list[dict], log_x: bool = False) -> bytes:
     """PNG bytes of the run's curves against images seen: one panel each for the losses, the
-    mean D outputs, and — when the run was evaluated periodically — FID.
+    mean D outputs (GAN runs), FID when the run was evaluated periodically, and held-out PSNR
+    against bicubic for upscaler runs.
 
     ``log_x`` puts images seen on a log axis, which spreads out the fast changes of the first
     few thousand images. The size is fixed (PANEL per panel) so pages can lay it out in advance.
@@ -47,9 +48,12 @@ def curves_png(records: list[dict], log_x: bool = False) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    train = [r for r in records if "loss_D" in r]
+    train = [r for r in records if "loss_G" in r]  # GAN and upscaler runs both log loss_G
     evals = [r for r in records if "fid" in r]
-    panels = [_losses, _d_outputs] + ([_fid] if evals else [])
+    vals = [r for r in records if "psnr_val" in r]
+    panels = ([_losses] + ([_d_outputs] if any("D_x" in r for r in train) else []) + ([_fid] if evals else [])
+              + ([_psnr] if vals else []))
+    data = {_fid: evals, _psnr: vals}
     height = PANEL[1] * len(panels)
     fig = Figure(figsize=(PANEL[0] / DPI, height / DPI), dpi=DPI)
     FigureCanvasAgg(fig)
@@ -57,7 +61,7 @@ def curves_png(records: list[dict], log_x: bool = False) -> bytes:
     fig.subplots_adjust(left=0.07, right=0.985, bottom=45 / height, top=1 - 28 / height, hspace=0.22)
     axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]  # one images-seen axis for all
     for ax, draw in zip(axes, panels):
-        draw(ax, evals if draw is _fid else train)
+        draw(ax, data.get(draw, train))
         ax.grid(alpha=0.3)
     axes[-1].set_xlabel("images seen")
     if log_x:
@@ -98,4 +102,12 @@ def _fid(ax, evals: list[dict]) -> None:
     ax.plot([xs[best]], [ys[best]], "*", color="gold", markersize=16, markeredgecolor="black",
             label=f"best {ys[best]:.2f}")
     ax.set_title("FID of the periodic evaluations (lower is better)")
+    ax.legend(loc="best")
+
+
+def _psnr(ax, vals: list[dict]) -> None:
+    xs = [r["images"] for r in vals]
+    ax.plot(xs, [r["psnr_val"] for r in vals], "o-", color="tab:purple", label="upscaler")
+    ax.plot(xs, [r["psnr_val_bicubic"] for r in vals], "--", color="tab:gray", label="bicubic")
+    ax.set_title(f"PSNR on {vals[-1]['val_n']} held-out faces, dB (higher is better)")
     ax.legend(loc="best")

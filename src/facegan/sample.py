@@ -21,6 +21,7 @@ from facegan import checkpoint, viz
 from facegan.errors import FaceganError
 from facegan.fileio import write_text_atomic
 from facegan.models.dcgan import Generator, ModelConfig, latents, to_uint8
+from facegan.models.srresnet import SRGenerator
 
 STRIP_MAX = 10  # frames per row of a walk's .png strip
 
@@ -35,17 +36,21 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu", ema: bo
     channels_last layout, 7–12 % faster at batch 256 on the CPU (docs/benchmarks.md).
     """
     tensors, meta = checkpoint.load(path)
+    if meta.get("kind") == "upscaler":
+        raise FaceganError(f"{path} is an upscaler run, not a face generator; use it with facegan upscale or generate --upscale")
     G = Generator(ModelConfig.from_dict(meta["config"]["model"]))
     G.load_state_dict(checkpoint.module_state(tensors, "G_ema" if ema and any(k.startswith("G_ema.") for k in tensors) else "G"))
     return G.to(device, memory_format=torch.channels_last).eval()
 
 
 def generate(G: Generator, out_dir: str | Path, n: int, seed: int = 0, start: int = 0,
-             batch_size: int = 256, progress: bool = True, truncation: float | None = None) -> Path:
+             batch_size: int = 256, progress: bool = True, truncation: float | None = None,
+             upscaler: SRGenerator | None = None) -> Path:
     """Write faces start..start+n−1 of ``seed`` as PNGs plus ``manifest.json``; returns the manifest.
 
     Streams batch by batch, so memory stays bounded for any n. The manifest records
-    ``truncation`` (null when off), which regenerating a face needs as much as its (seed, index).
+    ``truncation`` (null when off), which regenerating a face needs as much as its (seed, index),
+    and the ``upscale`` factor when an upscaler enlarged the faces (the DCGAN→SR pipeline).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -53,7 +58,7 @@ def generate(G: Generator, out_dir: str | Path, n: int, seed: int = 0, start: in
     with tqdm(total=n, unit="face", disable=not progress, dynamic_ncols=True) as bar:
         for s in range(0, n, batch_size):
             m = min(batch_size, n - s)
-            imgs = faces(G, m, seed=seed, start=start + s, batch_size=m, truncation=truncation)
+            imgs = faces(G, m, seed=seed, start=start + s, batch_size=m, truncation=truncation, upscaler=upscaler)
             for k in range(m):
                 idx = start + s + k
                 name = f"seed{seed}-{idx:06d}.png"
@@ -61,21 +66,28 @@ def generate(G: Generator, out_dir: str | Path, n: int, seed: int = 0, start: in
                 entries.append({"file": name, "seed": seed, "index": idx})
             bar.update(m)
     return write_text_atomic(out / "manifest.json",
-                             json.dumps({"z_dim": G.cfg.z_dim, "res": G.cfg.res, "truncation": truncation,
-                                        "images": entries}, indent=1))
+                             json.dumps({"z_dim": G.cfg.z_dim, "res": G.cfg.res * (upscaler.cfg.scale if upscaler else 1),
+                                         "generator_res": G.cfg.res, "upscale": upscaler.cfg.scale if upscaler else None,
+                                         "truncation": truncation, "images": entries}, indent=1))
 
 
-def write_grid(G: Generator, path: str | Path, rows: int = 6, seed: int = 0, truncation: float | None = None) -> Path:
+def write_grid(G: Generator, path: str | Path, rows: int = 6, seed: int = 0, truncation: float | None = None,
+               upscaler: SRGenerator | None = None) -> Path:
     """A rows×rows grid of faces 0..rows²−1 of ``seed`` (the training run's fixed-noise faces)."""
-    return viz.save_grid(faces(G, rows * rows, seed=seed, truncation=truncation), path, nrow=rows)
+    return viz.save_grid(faces(G, rows * rows, seed=seed, truncation=truncation, upscaler=upscaler), path, nrow=rows)
 
 
 def faces(G: Generator, n: int, seed: int = 0, start: int = 0, batch_size: int = 256,
-          truncation: float | None = None) -> np.ndarray:
-    """Faces start..start+n−1 of ``seed`` as uint8 (n, res, res, C), truncated at ψ = ``truncation``."""
+          truncation: float | None = None, upscaler: SRGenerator | None = None) -> np.ndarray:
+    """Faces start..start+n−1 of ``seed`` as uint8 (n, res, res, C), truncated at ψ = ``truncation``,
+    enlarged by ``upscaler`` when given (then (n, res·scale, res·scale, C))."""
+    if upscaler is not None and upscaler.cfg.channels != G.cfg.channels:
+        raise FaceganError(f"the upscaler takes {upscaler.cfg.channels}-channel images, this generator makes {G.cfg.channels}-channel ones")
     if truncation is None:
-        return G.sample(n, seed=seed, start=start, batch_size=batch_size)
-    return render(G, truncated_latents(n, G.cfg.z_dim, seed, start, truncation), batch_size)
+        imgs = G.sample(n, seed=seed, start=start, batch_size=batch_size)
+    else:
+        imgs = render(G, truncated_latents(n, G.cfg.z_dim, seed, start, truncation), batch_size)
+    return upscaler.upscale(imgs, min(batch_size, 64)) if upscaler is not None else imgs
 
 
 @torch.no_grad()

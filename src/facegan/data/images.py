@@ -95,6 +95,16 @@ def load_image(
     return arr.reshape(res, res, channels)
 
 
+def decode_image(data: bytes, channels: int = 3) -> np.ndarray:
+    """Decode at full size, with no crop or resize, to (H, W, channels) uint8: the input side of upscaling.
+
+    The same normalisation as :func:`load_image` (EXIF rotation, alpha over white, 16-bit
+    stretching, decompression-bomb and corruption checks); raises :class:`BadImage`.
+    """
+    img = _decode(data, 0, "none", 1)
+    return np.asarray(_to_rgb_or_gray(img, channels), dtype=np.uint8).reshape(img.height, img.width, channels)
+
+
 def _check_size(img: Image.Image, min_size: int) -> None:
     w, h = img.size
     if w * h > MAX_PIXELS:
@@ -117,7 +127,8 @@ def _decode(data: bytes, res: int, crop: str, min_size: int) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(BytesIO(data))
         _check_size(img, min_size)
-        _draft(img, res, crop)
+        if res:  # res 0: keep full size (decode_image)
+            _draft(img, res, crop)
         img.load()
         return ImageOps.exif_transpose(img)
     except BadImage:

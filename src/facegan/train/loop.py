@@ -20,7 +20,7 @@ import signal
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from facegan import checkpoint, viz
-from facegan.config import BUDGETS, TrainConfig
+from facegan.config import BUDGETS, SRTrainConfig, TrainConfig
 from facegan.data.loader import BatchSampler, Prefetcher, to_model_input
 from facegan.data.prepare import open_prepared, resolve_dataset
 from facegan.device import configure, pick_device, pick_precision, resident_images
@@ -52,26 +52,28 @@ def dist_info() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
-def resume_config(run: Path, **overrides: Any) -> TrainConfig:
-    """The saved config of ``run`` with only budgets, device, speed options and logging cadence replaceable."""
+def resume_config(run: Path, **overrides: Any) -> TrainConfig | SRTrainConfig:
+    """The saved config of ``run`` (a GAN or an upscaler run) with only budgets, device, speed
+    options and logging cadence replaceable."""
     _, meta = checkpoint.load(checkpoint.find(run))
-    cfg = TrainConfig.from_dict(meta["config"])
+    cls = SRTrainConfig if meta.get("kind") == "upscaler" else TrainConfig
+    cfg = cls.from_dict(meta["config"])
     allowed = BUDGETS | {"device", "precision", "channels_last", "tf32", "compile", "resident", "tensorboard",
                          "log_every", "sample_every", "ckpt_every", "keep", "eval_every", "eval_n"}
-    given = {k: v for k, v in overrides.items() if v is not None and k in allowed}
+    given = {k: v for k, v in overrides.items() if v is not None and k in allowed & {f.name for f in fields(cls)}}
     if BUDGETS & given.keys():
         cfg = replace(cfg, max_images=None, epochs=None, max_time=None)
     return replace(cfg, out=str(run), **given)
 
 
-class _StopFlag:
+class StopFlag:
     """Turns the first SIGINT/SIGTERM into a graceful stop; a second one interrupts at once."""
 
     def __init__(self) -> None:
         self.set = False
         self._old: dict[int, Any] = {}
 
-    def __enter__(self) -> "_StopFlag":
+    def __enter__(self) -> "StopFlag":
         if threading.current_thread() is threading.main_thread():  # signals only work there
             for s in (signal.SIGINT, signal.SIGTERM):
                 self._old[s] = signal.signal(s, self._handle)
@@ -137,7 +139,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
         (run / "config.json").write_text(json.dumps({**cfg.to_dict(), "dataset": str(data_path),
                                                      "dataset_count": len(data.images), "device": str(device),
                                                      "precision": precision, "world_size": world}, indent=2))
-        _truncate_metrics(run / "metrics.jsonl", step)
+        truncate_metrics(run / "metrics.jsonl", step)
 
     # ---- the loop ----------------------------------------------------------------------------
     autocast = (torch.autocast(device.type, torch.bfloat16) if precision == "bf16" else nullcontext())
@@ -174,7 +176,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
             raise FaceganError(f"training diverged at step {step}: loss_D={vals[0]}, loss_G={vals[1]}; last good "
                                f"checkpoint: {good[-1] if good else 'none'}; try a lower learning rate", exit_code=3)
         if is_main:
-            _append_jsonl(run / "metrics.jsonl", rec)
+            append_jsonl(run / "metrics.jsonl", rec)
             if tb is not None:
                 for k, v in rec.items():
                     if k not in ("step", "images", "epoch", "time"):
@@ -210,7 +212,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
         res = evaluator.of_generator(shown(), cfg.eval_n, names=("fid", "kid"), seed=cfg.seed)
         rec = {"step": step, "images": step * per_step, "fid": res["fid"], "kid_mean": res["kid_mean"],
                "kid_std": res["kid_std"], "eval_n": cfg.eval_n}
-        _append_jsonl(run / "metrics.jsonl", rec)
+        append_jsonl(run / "metrics.jsonl", rec)
         if tb is not None:
             tb.add_scalar("eval/fid", res["fid"], rec["images"])
             tb.add_scalar("eval/kid", res["kid_mean"], rec["images"])
@@ -238,7 +240,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
         saved_step = step
 
     try:
-        with _StopFlag() as stop:
+        with StopFlag() as stop:
             while total_steps is None or step < total_steps:
                 if stop.set:
                     stopped_by = "signal"
@@ -384,12 +386,12 @@ def _restore(path: Path, G: Generator, D: Discriminator, G_ema: Generator | None
     return int(meta["step"])
 
 
-def _append_jsonl(path: Path, rec: dict) -> None:
+def append_jsonl(path: Path, rec: dict) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(rec) + "\n")
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
+def truncate_metrics(path: Path, step: int) -> None:
     """Drop log lines past ``step`` — written by a run that was killed after its last checkpoint."""
     recs = [r for r in viz.read_metrics(path) if r["step"] <= step]
     path.write_text("".join(json.dumps(r) + "\n" for r in recs))

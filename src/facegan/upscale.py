@@ -1,0 +1,109 @@
+"""Using a trained upscaler: image files and folders, generated faces, and the held-out evaluation.
+
+An upscaler is fully convolutional, so it takes images of any size; images of one size are
+batched together. Like a generator it is read from safetensors only, so loading one never runs
+code, and an upscaler run is told apart from a GAN run by its checkpoint's "kind".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from facegan import checkpoint, viz
+from facegan.data.images import BadImage, decode_image
+from facegan.data.prepare import open_prepared
+from facegan.data.sources import IMAGE_EXTENSIONS
+from facegan.errors import FaceganError
+from facegan.metrics.pixel import psnr, ssim
+from facegan.models.srresnet import SRConfig, SRGenerator
+from facegan.train.sr import KIND, upscale_held, split
+
+MAX_OUTPUT_PIXELS = 64_000_000  # a 16k×4k result is a mistake, not a face: refuse it before allocating
+
+
+def load_upscaler(path: str | Path, device: str | torch.device = "cpu") -> SRGenerator:
+    """The upscaler of a checkpoint file or ``train-sr`` run folder (latest checkpoint), in eval mode."""
+    tensors, meta = checkpoint.load(path)
+    if meta.get("kind") != KIND:
+        raise FaceganError(f"{path} is a GAN run, not an upscaler; train one with: facegan train-sr DATA --out SRRUN")
+    G = SRGenerator(SRConfig.from_dict(meta["config"]["model"]))
+    G.load_state_dict(checkpoint.module_state(tensors, "SR"))
+    return G.to(device, memory_format=torch.channels_last).eval()
+
+
+def check_scale(G: SRGenerator, scale: int | None) -> None:
+    """A one-line error when the user asks for a factor the model was not trained for."""
+    if scale is not None and scale != G.cfg.scale:
+        raise FaceganError(f"this upscaler was trained for ×{G.cfg.scale}, not ×{scale}; "
+                           f"train a ×{scale} one with facegan train-sr --scale {scale}")
+
+
+def input_files(src: Path) -> list[Path]:
+    """``src`` itself, or every image file under the folder ``src`` (recursively, sorted)."""
+    if src.is_file():
+        return [src]
+    if src.is_dir():
+        return sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    raise FaceganError(f"input not found: {src}")
+
+
+def upscale_files(G: SRGenerator, src: str | Path, out_dir: str | Path, batch: int = 64,
+                  progress: bool = True) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Upscale an image file or a folder of them into ``out_dir`` as PNGs (folder structure kept).
+
+    Returns (written files, [(skipped file, why)]): an unreadable or oversized file is named and
+    skipped, never fatal for the rest.
+    """
+    src, out_dir = Path(src), Path(out_dir)
+    files = input_files(src)
+    if not files:
+        raise FaceganError(f"no images ({', '.join(e.lstrip('.') for e in IMAGE_EXTENSIONS)}) in {src}")
+    s = G.cfg.scale
+    by_size: dict[tuple[int, int], list[tuple[Path, np.ndarray]]] = {}
+    skipped: list[tuple[Path, str]] = []
+    for f in files:
+        try:
+            img = decode_image(f.read_bytes(), G.cfg.channels)
+        except (BadImage, OSError) as e:
+            skipped.append((f, str(e)))
+            continue
+        if img.shape[0] * img.shape[1] * s * s > MAX_OUTPUT_PIXELS:
+            skipped.append((f, f"too large: {img.shape[1]}×{img.shape[0]} would become over {MAX_OUTPUT_PIXELS // 1_000_000} MP"))
+            continue
+        by_size.setdefault(img.shape[:2], []).append((f, img))
+    written = []
+    with tqdm(total=sum(map(len, by_size.values())), unit="img", disable=not progress, dynamic_ncols=True) as bar:
+        for group in by_size.values():
+            for i in range(0, len(group), batch):
+                chunk = group[i : i + batch]
+                for (f, _), up in zip(chunk, G.upscale(np.stack([img for _, img in chunk]), batch)):
+                    rel = f.relative_to(src) if src.is_dir() else Path(f.name)
+                    written.append(viz.save_image(up, out_dir / rel.with_suffix(".png")))
+                bar.update(len(chunk))
+    return written, skipped
+
+
+def evaluate_heldout(G: SRGenerator, data: str | Path, holdout: int, n: int | None = None,
+                     batch: int = 64) -> dict[str, float]:
+    """PSNR and SSIM of this upscaler and of bicubic on the run's held-out split of a prepared dataset.
+
+    The standard protocol: each held-out image is downscaled (antialiased bicubic, 8-bit), then
+    upscaled back and compared with the original.
+    """
+    images = open_prepared(data).images
+    held = split(len(images), holdout)[1][:n]
+    device = next(G.parameters()).device
+    p_ours, p_bic, s_ours, s_bic = [], [], [], []
+    for i in range(0, len(held), batch):
+        hr = np.asarray(images[held[i : i + batch]])
+        _, bic, ours = upscale_held(G, hr, G.cfg.scale, device)
+        p_ours.append(psnr(ours, hr))
+        p_bic.append(psnr(bic, hr))
+        s_ours.append(ssim(ours, hr))
+        s_bic.append(ssim(bic, hr))
+    cat = lambda xs: float(np.concatenate(xs).mean())  # noqa: E731
+    return {"n": len(held), "psnr": cat(p_ours), "psnr_bicubic": cat(p_bic), "ssim": cat(s_ours), "ssim_bicubic": cat(s_bic)}
