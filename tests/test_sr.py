@@ -18,7 +18,7 @@ from facegan.metrics.pixel import psnr, ssim
 from facegan.models.srresnet import SRConfig, SRDiscriminator, SRGenerator, bicubic, build_sr, downscale
 from facegan.train.loop import resume_config, train
 from facegan.train.sr import Weights, degrade, split, sr_step, train_sr
-from facegan.upscale import evaluate_heldout, load_upscaler, upscale_files
+from facegan.upscale import evaluate_heldout, load_upscaler
 
 from test_cli import _one_error_line, facegan
 
@@ -115,6 +115,10 @@ def test_run_folder_checkpoints_and_exact_resume(sr_cfg, tmp_path):
     val = [r for r in recs if "psnr_val" in r]
     assert val and val[-1]["val_n"] == 5 and np.isfinite(val[-1]["psnr_val"])
     assert any("loss_D" in r for r in recs)
+    from facegan.report import render
+
+    html = render(run)
+    assert "held-out PSNR" in html and "×4: 8² → 32²" in html
 
     half = train_sr(replace(cfg, max_images=16), progress=False)
     assert half.steps == 4
@@ -171,7 +175,7 @@ def test_psnr_and_ssim_match_reference_formulas():
         return np.mean(vals)
 
     got = ssim(a, b)
-    assert np.allclose(got, [ref_ssim(a[i], b[i]) for i in range(2)], atol=1e-6)
+    assert np.allclose(got, [ref_ssim(a[i], b[i]) for i in range(2)], atol=1e-5)
     assert 0 < got.min() < 0.99
 
 

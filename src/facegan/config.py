@@ -8,14 +8,28 @@ Command-line flags override single fields; the resolved result is written to the
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from typing import Any, ClassVar
 
 from facegan.models.dcgan import ModelConfig
 from facegan.models.srresnet import SRConfig
 
 
+class _NestsModel:
+    """JSON round trip of a config whose architecture is the nested dataclass ``model`` (a MODEL)."""
+
+    MODEL: ClassVar[type]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # recurses into the nested model
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Any:
+        known = {f.name for f in fields(cls)} - {"model"}
+        return cls(model=cls.MODEL.from_dict(d["model"]), **{k: v for k, v in d.items() if k in known})
+
+
 @dataclass
-class TrainConfig:
+class TrainConfig(_NestsModel):
     """Everything that decides what a training run computes (plus where it writes).
 
     Budgets: ``max_images`` (total images shown to D, across resumes), ``epochs`` (passes over
@@ -76,14 +90,7 @@ class TrainConfig:
     eval_every: int = 0
     eval_n: int = 2000
     model: ModelConfig = field(default_factory=ModelConfig)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)  # recurses into the nested ModelConfig
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in fields(cls)} - {"model"}
-        return cls(model=ModelConfig.from_dict(d["model"]), **{k: v for k, v in d.items() if k in known})
+    MODEL: ClassVar[type] = ModelConfig
 
 
 @dataclass(frozen=True)
@@ -194,7 +201,7 @@ def resolve(preset: str, recipe: str | None = None, **overrides: Any) -> TrainCo
 
 
 @dataclass
-class SRTrainConfig:
+class SRTrainConfig(_NestsModel):
     """Everything that decides what an upscaler training run (``facegan train-sr``) computes.
 
     Pairs are made on the fly from the dataset prepared at ``hr_res``: a high-resolution image
@@ -239,11 +246,4 @@ class SRTrainConfig:
     ckpt_every: int = 250
     keep: int = 3
     model: SRConfig = field(default_factory=SRConfig)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SRTrainConfig":
-        known = {f.name for f in fields(cls)} - {"model"}
-        return cls(model=SRConfig.from_dict(d["model"]), **{k: v for k, v in d.items() if k in known})
+    MODEL: ClassVar[type] = SRConfig

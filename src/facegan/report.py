@@ -54,11 +54,16 @@ def render(run: Path, log_x: bool = False) -> str:
 
 
 def _summary(run: Path, cfg: dict, records: list[dict]) -> str:
-    train = [r for r in records if "loss_D" in r]
+    train = [r for r in records if "loss_G" in r]
     evals = [r for r in records if "fid" in r]
+    vals = [r for r in records if "psnr_val" in r]
     m = cfg.get("model", {})
-    rows = {"preset": cfg.get("preset"), "resolution": f"{m.get('res')}² × {m.get('channels')} channels",
-            "dataset": cfg.get("dataset", cfg.get("data")), "device": cfg.get("device")}
+    if cfg.get("kind") == "upscaler":
+        side = cfg["hr_res"] // m["scale"]
+        what = {"upscaler": f"×{m['scale']}: {side}² → {cfg['hr_res']}², width {m['width']}, {m['blocks']} residual blocks"}
+    else:
+        what = {"preset": cfg.get("preset"), "resolution": f"{m.get('res')}² × {m.get('channels')} channels"}
+    rows = {**what, "dataset": cfg.get("dataset", cfg.get("data")), "device": cfg.get("device")}
     if train:
         last = train[-1]
         rows.update({"steps": f"{last['step']:,}", "images seen": f"{last['images']:,}",
@@ -66,6 +71,9 @@ def _summary(run: Path, cfg: dict, records: list[dict]) -> str:
     if evals:
         best = min(evals, key=lambda r: r["fid"])
         rows["best FID"] = f"{best['fid']:.2f} at step {best['step']:,}"
+    if vals:
+        rows["held-out PSNR"] = (f"{vals[-1]['psnr_val']:.2f} dB vs bicubic {vals[-1]['psnr_val_bicubic']:.2f} dB "
+                                 f"({vals[-1]['val_n']} faces, step {vals[-1]['step']:,})")
     return _section("summary", "Summary", _table(rows))
 
 
@@ -85,7 +93,8 @@ def _faces(run: Path, cfg: dict) -> str:
     grids = viz.step_grids(run)
     if grids:
         step, path = grids[-1]
-        figures.append(_figure(path.read_bytes(), f"latest grid: step {step:,}", pixel=True))
+        what = "rows: input, bicubic, ours, truth" if cfg.get("kind") == "upscaler" else "grid"
+        figures.append(_figure(path.read_bytes(), f"latest {what}: step {step:,}", pixel=True))
     best = run / "checkpoints" / checkpoint.BEST
     if best.is_file():
         meta = checkpoint.load(best)[1]

@@ -73,9 +73,13 @@ class Evaluator:
         """Metrics of an image set (any source) against the real set, at the same resolution."""
         res, channels = self.real.images.shape[1], self.real.images.shape[3]
         fake_imgs = open_prepared(resolve_dataset(fake_src, res, channels, progress=self.progress)).images
-        fake_imgs = fake_imgs[:n] if n else fake_imgs
-        fake = self._features(fake_imgs)
-        return self._compute(names, fake, np.asarray(fake_imgs) if "mem" in names else None, out_dir, seed)
+        return self.of_array(fake_imgs[:n] if n else fake_imgs, names, out_dir, seed)
+
+    def of_array(self, images: np.ndarray, names: list[str] | tuple[str, ...] = DEFAULT_METRICS,
+                 out_dir: Path | None = None, seed: int = 0) -> dict[str, float]:
+        """Metrics of uint8 (N, H, W, C) images in memory (e.g. upscaled generated faces) against the real set."""
+        fake = self._features(images)
+        return self._compute(names, fake, np.asarray(images) if "mem" in names else None, out_dir, seed)
 
     def _compute(self, names, fake: np.ndarray, fake_images: np.ndarray | None, out_dir: Path | None,
                  seed: int) -> dict[str, float]:

@@ -66,27 +66,50 @@ def resume_config(run: Path, **overrides: Any) -> TrainConfig | SRTrainConfig:
     return replace(cfg, out=str(run), **given)
 
 
-class StopFlag:
-    """Turns the first SIGINT/SIGTERM into a graceful stop; a second one interrupts at once."""
+class Budget:
+    """When a training loop stops: its step budget, its wall-time budget (this invocation), or a signal.
 
-    def __init__(self) -> None:
-        self.set = False
+    Inside ``with``, the first SIGINT/SIGTERM asks for a graceful stop — the loop finishes its step
+    and writes a checkpoint — and a second one interrupts at once. ``stopped_by`` says which ended
+    the loop: "budget", "time" or "signal".
+    """
+
+    def __init__(self, total_steps: int | None, max_time: float | None, t_start: float) -> None:
+        self.total_steps, self.max_time, self.t_start = total_steps, max_time, t_start
+        self.stopped_by = "budget"
+        self._signalled = False
         self._old: dict[int, Any] = {}
 
-    def __enter__(self) -> "StopFlag":
+    def __enter__(self) -> "Budget":
         if threading.current_thread() is threading.main_thread():  # signals only work there
             for s in (signal.SIGINT, signal.SIGTERM):
                 self._old[s] = signal.signal(s, self._handle)
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.set:
+        if self._signalled:
             raise KeyboardInterrupt
-        self.set = True
+        self._signalled = True
 
     def __exit__(self, *exc: Any) -> None:
         for s, h in self._old.items():
             signal.signal(s, h)
+
+    def running(self, step: int) -> bool:
+        """Whether to take another step, ``step`` steps having been taken."""
+        if self.total_steps is not None and step >= self.total_steps:
+            return False
+        if self._signalled:
+            self.stopped_by = "signal"
+            return False
+        if self.max_time and time.time() - self.t_start >= self.max_time:
+            self.stopped_by = "time"
+            return False
+        return True
+
+    def more_after(self, step: int) -> bool:
+        """Whether a step may follow step ``step`` (so its batch is worth prefetching)."""
+        return self.total_steps is None or step + 1 < self.total_steps
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> TrainResult:
@@ -159,7 +182,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
     tb = _tensorboard(run) if cfg.tensorboard and is_main else None
     plain = Stabilisers(cfg.loss, policy)  # the step's options; the lazy-R1 steps add the penalty
     with_r1 = replace(plain, r1_weight=cfg.r1 / 2 * cfg.r1_every)
-    stopped_by = "budget"
     bar = tqdm(total=total_steps * per_step if total_steps else None, initial=step * per_step, unit="img",
                unit_scale=True, dynamic_ncols=True, disable=not (progress and is_main), desc=run.name)
 
@@ -240,16 +262,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
         saved_step = step
 
     try:
-        with StopFlag() as stop:
-            while total_steps is None or step < total_steps:
-                if stop.set:
-                    stopped_by = "signal"
-                    break
-                if cfg.max_time and time.time() - t_start >= cfg.max_time:
-                    stopped_by = "time"
-                    break
-                more = total_steps is None or step + 1 < total_steps
-                real = to_model_input(prefetch.get(step, more), cfg.flip, gen, cfg.channels_last)
+        with Budget(total_steps, cfg.max_time, t_start) as budget:
+            while budget.running(step):
+                real = to_model_input(prefetch.get(step, budget.more_after(step)), cfg.flip, gen, cfg.channels_last)
                 z = torch.randn(B, m.z_dim, generator=gen, device=device)
                 targets = loss.d_targets(B, gen, device, cfg.label_smoothing, cfg.label_noise, cfg.label_flip)
                 opts = with_r1 if cfg.r1 > 0 and step % cfg.r1_every == 0 else plain
@@ -274,7 +289,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
         if tb is not None:
             tb.close()
     return TrainResult(run, last_ckpt or (checkpoint.list_checkpoints(run) or [None])[-1], step, step * per_step,
-                       time.time() - t_start, stopped_by)
+                       time.time() - t_start, budget.stopped_by)
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from facegan.metrics.pixel import psnr
 from facegan.models.dcgan import to_uint8
 from facegan.models.srresnet import SRConfig, SRDiscriminator, SRGenerator, bicubic, build_sr, downscale
 from facegan.train import loss
-from facegan.train.loop import StopFlag, TrainResult, append_jsonl, truncate_metrics
+from facegan.train.loop import Budget, TrainResult, append_jsonl, truncate_metrics
 
 KIND = "upscaler"  # checkpoint meta "kind": tells upscaler runs from GAN runs
 PANEL = 6  # held-out faces in the sample panels
@@ -162,11 +162,11 @@ def train_sr(cfg: SRTrainConfig, resume: bool = False, progress: bool = True) ->
     sampler = BatchSampler(data.images, cfg.batch, cfg.seed, subset=train_idx)
     if sampler.steps_per_epoch == 0:
         raise FaceganError(f"{data_path} has {len(train_idx)} training images, fewer than one batch of {cfg.batch}; use a smaller --batch")
-    budget = [math.ceil(cfg.max_images / cfg.batch)] if cfg.max_images else []
-    budget += [math.ceil(cfg.epochs * sampler.steps_per_epoch)] if cfg.epochs else []
-    if not budget and not cfg.max_time:
+    budget_steps = [math.ceil(cfg.max_images / cfg.batch)] if cfg.max_images else []
+    budget_steps += [math.ceil(cfg.epochs * sampler.steps_per_epoch)] if cfg.epochs else []
+    if not budget_steps and not cfg.max_time:
         raise FaceganError("no training budget: give --max-images, --epochs or --max-time")
-    total_steps = min(budget) if budget else None
+    total_steps = min(budget_steps) if budget_steps else None
     held = np.asarray(data.images[held_idx[:N_VAL]])
 
     # ---- nets, optimisers, random state --------------------------------------------------------
@@ -195,7 +195,6 @@ def train_sr(cfg: SRTrainConfig, resume: bool = False, progress: bool = True) ->
     acc, n_acc = torch.zeros(5, device=device), 0
     t_start = time.time()
     t_log, step_log, saved_step, last_ckpt = t_start, step, (step if resume else -1), None
-    stopped_by = "budget"
     bar = tqdm(total=total_steps * cfg.batch if total_steps else None, initial=step * cfg.batch, unit="img",
                unit_scale=True, dynamic_ncols=True, disable=not progress, desc=run.name)
 
@@ -243,16 +242,9 @@ def train_sr(cfg: SRTrainConfig, resume: bool = False, progress: bool = True) ->
         saved_step = step
 
     try:
-        with StopFlag() as stop:
-            while total_steps is None or step < total_steps:
-                if stop.set:
-                    stopped_by = "signal"
-                    break
-                if cfg.max_time and time.time() - t_start >= cfg.max_time:
-                    stopped_by = "time"
-                    break
-                more = total_steps is None or step + 1 < total_steps
-                hr = to_model_input(prefetch.get(step, more), cfg.flip, gen, cfg.channels_last)
+        with Budget(total_steps, cfg.max_time, t_start) as budget:
+            while budget.running(step):
+                hr = to_model_input(prefetch.get(step, budget.more_after(step)), cfg.flip, gen, cfg.channels_last)
                 lr = degrade(hr, m.scale, cfg, gen)
                 acc += sr_step(G, D if adversarial else None, opt_g, opt_d, lr, hr, weights, features)
                 n_acc += 1
@@ -269,7 +261,7 @@ def train_sr(cfg: SRTrainConfig, resume: bool = False, progress: bool = True) ->
         prefetch.close()
         bar.close()
     return TrainResult(run, last_ckpt or (checkpoint.list_checkpoints(run) or [None])[-1], step, step * cfg.batch,
-                       time.time() - t_start, stopped_by)
+                       time.time() - t_start, budget.stopped_by)
 
 
 @torch.no_grad()
