@@ -151,6 +151,7 @@ def test_training_beats_bicubic_on_held_out_faces(sr_cfg):
     assert scores["n"] == 20
     assert scores["psnr"] > scores["psnr_bicubic"] + 0.3, scores
     assert scores["ssim"] > scores["ssim_bicubic"], scores
+    assert 0 < scores["detail_bicubic"] < scores["detail"], scores  # sharper than bicubic
 
 
 def test_psnr_and_ssim_match_reference_formulas():

@@ -27,6 +27,7 @@ from facegan.fileio import atomic_path
 
 FORMAT = "facegan-checkpoint-1"
 BEST = "best.safetensors"
+UPSCALER = "upscaler"  # meta "kind" of `train-sr` checkpoints; GAN checkpoints have no kind
 _NAME = re.compile(r"^ckpt-(\d{8})\.safetensors$")
 
 
@@ -114,6 +115,22 @@ def pack_optimizer(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict[str, t
         for k, v in st.items():
             tensors[f"{prefix}.{idx}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
     return tensors, sd["param_groups"]
+
+
+def pack_rng(gen: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
+    """The RNG states exact resume needs: torch's global one, the run's generator, CUDA's."""
+    tensors = {"rng.torch": torch.get_rng_state(), "rng.gen": gen.get_state()}
+    if device.type == "cuda":
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
+    return tensors
+
+
+def unpack_rng(tensors: dict[str, torch.Tensor], gen: torch.Generator, device: torch.device) -> None:
+    """Inverse of :func:`pack_rng`."""
+    torch.set_rng_state(tensors["rng.torch"])
+    gen.set_state(tensors["rng.gen"])
+    if "rng.cuda" in tensors and device.type == "cuda":
+        torch.cuda.set_rng_state(tensors["rng.cuda"], device)
 
 
 def unpack_optimizer(prefix: str, opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list[dict[str, Any]]) -> None:

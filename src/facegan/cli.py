@@ -236,11 +236,10 @@ def train_sr(
     """Train a face upscaler (×2/×4 SRResNet): L1 first, optionally a feature + adversarial fine-tune with --init."""
     from dataclasses import replace
 
-    from facegan import checkpoint
     from facegan.config import SRTrainConfig
     from facegan.models.srresnet import SRConfig
     from facegan.train.loop import resume_config
-    from facegan.train.sr import KIND, train_sr as run_train_sr
+    from facegan.train.sr import load_sr, train_sr as run_train_sr
 
     budget = dict(max_images=max_images, epochs=epochs, max_time=max_time)
     cadence = dict(log_every=log_every, sample_every=sample_every, ckpt_every=ckpt_every, keep=keep)
@@ -254,10 +253,7 @@ def train_sr(
         except ValueError as e:
             raise FaceganError(str(e)) from None
         if init is not None:  # fine-tuning keeps the architecture of the run it starts from
-            meta = checkpoint.load(init)[1]
-            if meta.get("kind") != KIND:
-                raise FaceganError(f"--init {init} is not an upscaler run (train one with facegan train-sr)")
-            model = SRConfig.from_dict(meta["config"]["model"])
+            model = load_sr(init)[2]
             if model.scale != scale:
                 raise FaceganError(f"--init {init} is a ×{model.scale} upscaler; give --scale {model.scale}")
         if not any(v is not None for v in budget.values()):

@@ -58,7 +58,7 @@ def _summary(run: Path, cfg: dict, records: list[dict]) -> str:
     evals = [r for r in records if "fid" in r]
     vals = [r for r in records if "psnr_val" in r]
     m = cfg.get("model", {})
-    if cfg.get("kind") == "upscaler":
+    if cfg.get("kind") == checkpoint.UPSCALER:
         side = cfg["hr_res"] // m["scale"]
         what = {"upscaler": f"×{m['scale']}: {side}² → {cfg['hr_res']}², width {m['width']}, {m['blocks']} residual blocks"}
     else:
@@ -93,7 +93,7 @@ def _faces(run: Path, cfg: dict) -> str:
     grids = viz.step_grids(run)
     if grids:
         step, path = grids[-1]
-        what = "rows: input, bicubic, ours, truth" if cfg.get("kind") == "upscaler" else "grid"
+        what = "rows: input, bicubic, ours, truth" if cfg.get("kind") == checkpoint.UPSCALER else "grid"
         figures.append(_figure(path.read_bytes(), f"latest {what}: step {step:,}", pixel=True))
     best = run / "checkpoints" / checkpoint.BEST
     if best.is_file():

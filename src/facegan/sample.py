@@ -36,7 +36,7 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu", ema: bo
     channels_last layout, 7–12 % faster at batch 256 on the CPU (docs/benchmarks.md).
     """
     tensors, meta = checkpoint.load(path)
-    if meta.get("kind") == "upscaler":
+    if meta.get("kind") == checkpoint.UPSCALER:
         raise FaceganError(f"{path} is an upscaler run, not a face generator; use it with facegan upscale or generate --upscale")
     G = Generator(ModelConfig.from_dict(meta["config"]["model"]))
     G.load_state_dict(checkpoint.module_state(tensors, "G_ema" if ema and any(k.startswith("G_ema.") for k in tensors) else "G"))

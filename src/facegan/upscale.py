@@ -7,6 +7,7 @@ code, and an upscaler run is told apart from a GAN run by its checkpoint's "kind
 
 from __future__ import annotations
 
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -18,19 +19,17 @@ from facegan.data.images import BadImage, decode_image
 from facegan.data.prepare import open_prepared
 from facegan.data.sources import IMAGE_EXTENSIONS
 from facegan.errors import FaceganError
-from facegan.metrics.pixel import psnr, ssim
-from facegan.models.srresnet import SRConfig, SRGenerator
-from facegan.train.sr import KIND, upscale_held, split
+from facegan.metrics.pixel import detail_energy, psnr, ssim
+from facegan.models.srresnet import SRGenerator
+from facegan.train.sr import load_sr, split, upscale_held
 
 MAX_OUTPUT_PIXELS = 64_000_000  # a 16k×4k result is a mistake, not a face: refuse it before allocating
 
 
 def load_upscaler(path: str | Path, device: str | torch.device = "cpu") -> SRGenerator:
     """The upscaler of a checkpoint file or ``train-sr`` run folder (latest checkpoint), in eval mode."""
-    tensors, meta = checkpoint.load(path)
-    if meta.get("kind") != KIND:
-        raise FaceganError(f"{path} is a GAN run, not an upscaler; train one with: facegan train-sr DATA --out SRRUN")
-    G = SRGenerator(SRConfig.from_dict(meta["config"]["model"]))
+    tensors, _, arch = load_sr(path)
+    G = SRGenerator(arch)
     G.load_state_dict(checkpoint.module_state(tensors, "SR"))
     return G.to(device, memory_format=torch.channels_last).eval()
 
@@ -89,21 +88,26 @@ def upscale_files(G: SRGenerator, src: str | Path, out_dir: str | Path, batch: i
 
 def evaluate_heldout(G: SRGenerator, data: str | Path, holdout: int, n: int | None = None,
                      batch: int = 64) -> dict[str, float]:
-    """PSNR and SSIM of this upscaler and of bicubic on the run's held-out split of a prepared dataset.
+    """PSNR, SSIM and fine detail of this upscaler and of bicubic on the run's held-out split.
 
     The standard protocol: each held-out image is downscaled (antialiased bicubic, 8-bit), then
-    upscaled back and compared with the original.
+    upscaled back and compared with the original. "detail" is the images' total
+    :func:`detail_energy` over the truth's (1.0 = as much edge and texture energy as the photos).
     """
     images = open_prepared(data).images
     held = split(len(images), holdout)[1][:n]
     device = next(G.parameters()).device
-    p_ours, p_bic, s_ours, s_bic = [], [], [], []
+    per_image: dict[str, list[np.ndarray]] = defaultdict(list)
     for i in range(0, len(held), batch):
         hr = np.asarray(images[held[i : i + batch]])
         _, bic, ours = upscale_held(G, hr, G.cfg.scale, device)
-        p_ours.append(psnr(ours, hr))
-        p_bic.append(psnr(bic, hr))
-        s_ours.append(ssim(ours, hr))
-        s_bic.append(ssim(bic, hr))
-    cat = lambda xs: float(np.concatenate(xs).mean())  # noqa: E731
-    return {"n": len(held), "psnr": cat(p_ours), "psnr_bicubic": cat(p_bic), "ssim": cat(s_ours), "ssim_bicubic": cat(s_bic)}
+        for suffix, out in (("", ours), ("_bicubic", bic)):
+            per_image["psnr" + suffix].append(psnr(out, hr))
+            per_image["ssim" + suffix].append(ssim(out, hr))
+            per_image["detail" + suffix].append(detail_energy(out))
+        per_image["detail_truth"].append(detail_energy(hr))
+    s = {k: np.concatenate(v) for k, v in per_image.items()}
+    truth = s["detail_truth"].sum()
+    return {"n": len(held), "psnr": float(s["psnr"].mean()), "psnr_bicubic": float(s["psnr_bicubic"].mean()),
+            "ssim": float(s["ssim"].mean()), "ssim_bicubic": float(s["ssim_bicubic"].mean()),
+            "detail": float(s["detail"].sum() / truth), "detail_bicubic": float(s["detail_bicubic"].sum() / truth)}

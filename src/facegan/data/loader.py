@@ -76,7 +76,8 @@ class Prefetcher:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def to_model_input(batch_u8: torch.Tensor, flip: bool, gen: torch.Generator | None, channels_last: bool) -> torch.Tensor:
+def to_model_input(batch_u8: torch.Tensor, flip: bool = False, gen: torch.Generator | None = None,
+                   channels_last: bool = False) -> torch.Tensor:
     """uint8 (B, H, W, C) on the device → float (B, C, H, W) in [−1, 1], optionally h-flipped.
 
     NHWC uint8 permuted to NCHW *is* the channels_last layout, so no copy is needed for it.

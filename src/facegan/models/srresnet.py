@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from facegan.data.loader import to_model_input
 from facegan.models.dcgan import to_uint8
 
 SCALES = (2, 4)
@@ -111,8 +112,7 @@ class SRGenerator(nn.Module):
         out = []
         for s in range(0, len(images), batch_size):
             x = torch.from_numpy(np.ascontiguousarray(images[s : s + batch_size])).to(device)
-            y = self(x.permute(0, 3, 1, 2).float().div(127.5).sub(1.0))
-            out.append(to_uint8(y))
+            out.append(to_uint8(self(to_model_input(x))))
         return np.concatenate(out) if out else np.zeros((0, 0, 0, self.cfg.channels), np.uint8)
 
 

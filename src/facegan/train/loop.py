@@ -56,7 +56,7 @@ def resume_config(run: Path, **overrides: Any) -> TrainConfig | SRTrainConfig:
     """The saved config of ``run`` (a GAN or an upscaler run) with only budgets, device, speed
     options and logging cadence replaceable."""
     _, meta = checkpoint.load(checkpoint.find(run))
-    cls = SRTrainConfig if meta.get("kind") == "upscaler" else TrainConfig
+    cls = SRTrainConfig if meta.get("kind") == checkpoint.UPSCALER else TrainConfig
     cfg = cls.from_dict(meta["config"])
     allowed = BUDGETS | {"device", "precision", "channels_last", "tf32", "compile", "resident", "tensorboard",
                          "log_every", "sample_every", "ckpt_every", "keep", "eval_every", "eval_n"}
@@ -376,10 +376,7 @@ def _state(step: int, per_step: int, cfg: TrainConfig, G: Generator, D: Discrimi
     od, groups_d = checkpoint.pack_optimizer("optD", opt_d)
     tensors.update(og)
     tensors.update(od)
-    tensors["rng.torch"] = torch.get_rng_state()
-    tensors["rng.gen"] = gen.get_state()
-    if device.type == "cuda":
-        tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
+    tensors.update(checkpoint.pack_rng(gen, device))
     meta = {"config": cfg.to_dict(), "images": step * per_step, "optG": groups_g, "optD": groups_d,
             "torch": torch.__version__}
     return tensors, meta
@@ -394,10 +391,7 @@ def _restore(path: Path, G: Generator, D: Discriminator, G_ema: Generator | None
         G_ema.load_state_dict(checkpoint.module_state(tensors, "G_ema"))
     checkpoint.unpack_optimizer("optG", opt_g, tensors, meta["optG"])
     checkpoint.unpack_optimizer("optD", opt_d, tensors, meta["optD"])
-    torch.set_rng_state(tensors["rng.torch"])
-    gen.set_state(tensors["rng.gen"])
-    if "rng.cuda" in tensors and device.type == "cuda":
-        torch.cuda.set_rng_state(tensors["rng.cuda"], device)
+    checkpoint.unpack_rng(tensors, gen, device)
     return int(meta["step"])
 
 

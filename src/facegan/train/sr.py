@@ -37,7 +37,6 @@ from facegan.models.srresnet import SRConfig, SRDiscriminator, SRGenerator, bicu
 from facegan.train import loss
 from facegan.train.loop import Budget, TrainResult, append_jsonl, truncate_metrics
 
-KIND = "upscaler"  # checkpoint meta "kind": tells upscaler runs from GAN runs
 PANEL = 6  # held-out faces in the sample panels
 N_VAL = 64  # held-out faces whose PSNR is logged at every checkpoint
 
@@ -184,7 +183,7 @@ def train_sr(cfg: SRTrainConfig, resume: bool = False, progress: bool = True) ->
     gen = torch.Generator(device).manual_seed(cfg.seed + 1)  # flips and degradations
     step = _restore(checkpoint.find(run), G, D, opt_g, opt_d, gen, device) if resume else 0
     run.mkdir(parents=True, exist_ok=True)
-    (run / "config.json").write_text(json.dumps({**cfg.to_dict(), "kind": KIND, "dataset": str(data_path),
+    (run / "config.json").write_text(json.dumps({**cfg.to_dict(), "kind": checkpoint.UPSCALER, "dataset": str(data_path),
                                                  "dataset_count": len(data.images), "train_count": len(train_idx),
                                                  "held_out_count": len(held_idx), "device": str(device)}, indent=2))
     truncate_metrics(run / "metrics.jsonl", step)
@@ -222,9 +221,7 @@ def train_sr(cfg: SRTrainConfig, resume: bool = False, progress: bool = True) ->
 
     def draw() -> None:
         """Held-out panel (input, bicubic, ours, truth) and the PSNR of N_VAL held-out faces."""
-        G.eval()
         lr, bic, ours = upscale_held(G, held, cfg.model.scale, device)
-        G.train()
         p = min(PANEL, len(held))
         nearest = np.repeat(np.repeat(lr[:p], m.scale, 1), m.scale, 2)
         viz.save_grid(np.concatenate([nearest, bic[:p], ours[:p], held[:p]]), run / "samples" / f"step-{step:07d}.png", nrow=p)
@@ -267,10 +264,8 @@ def train_sr(cfg: SRTrainConfig, resume: bool = False, progress: bool = True) ->
 @torch.no_grad()
 def upscale_held(G: SRGenerator, hr: np.ndarray, scale: int, device: torch.device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(clean 8-bit input, bicubic, ours) for held-out uint8 images: the standard SR protocol."""
-    x = torch.from_numpy(hr).to(device).permute(0, 3, 1, 2).float().div(127.5).sub(1)
-    lr_u8 = to_uint8(downscale(x, scale))
-    lr = torch.from_numpy(lr_u8).to(device).permute(0, 3, 1, 2).float().div(127.5).sub(1)
-    return lr_u8, to_uint8(bicubic(lr, scale)), G.upscale(lr_u8)
+    lr_u8 = to_uint8(downscale(to_model_input(torch.from_numpy(hr).to(device)), scale))
+    return lr_u8, to_uint8(bicubic(to_model_input(torch.from_numpy(lr_u8).to(device)), scale)), G.upscale(lr_u8)
 
 
 def _feature_net(device: torch.device) -> torch.nn.Module:
@@ -286,13 +281,19 @@ def _feature_net(device: torch.device) -> torch.nn.Module:
     return InceptionFeatures(device=device).stem()
 
 
+def load_sr(source: str | Path) -> tuple[dict[str, torch.Tensor], dict, SRConfig]:
+    """(tensors, meta, architecture) of an upscaler checkpoint or run; a one-line error for a GAN run."""
+    tensors, meta = checkpoint.load(source)
+    if meta.get("kind") != checkpoint.UPSCALER:
+        raise FaceganError(f"{source} is a GAN run, not an upscaler; train one with: facegan train-sr DATA --out SRRUN")
+    return tensors, meta, SRConfig.from_dict(meta["config"]["model"])
+
+
 def _init_from(G: SRGenerator, source: str) -> None:
     """Start from another upscaler run's weights (same architecture required)."""
-    tensors, meta = checkpoint.load(source)
-    if meta.get("kind") != KIND:
-        raise FaceganError(f"--init {source} is not an upscaler run (train one with facegan train-sr)")
-    if SRConfig.from_dict(meta["config"]["model"]) != G.cfg:
-        raise FaceganError(f"--init {source} has architecture {meta['config']['model']}, this run {G.cfg.to_dict()}")
+    tensors, _, arch = load_sr(source)
+    if arch != G.cfg:
+        raise FaceganError(f"--init {source} has architecture {arch.to_dict()}, this run {G.cfg.to_dict()}")
     G.load_state_dict(checkpoint.module_state(tensors, "SR"))
 
 
@@ -302,31 +303,23 @@ def _state(step: int, cfg: SRTrainConfig, G: SRGenerator, D: SRDiscriminator | N
     tensors = {f"SR.{k}": v for k, v in G.state_dict().items()}
     og, groups_g = checkpoint.pack_optimizer("optSR", opt_g)
     tensors.update(og)
-    meta = {"kind": KIND, "config": cfg.to_dict(), "images": step * cfg.batch, "optSR": groups_g,
+    meta = {"kind": checkpoint.UPSCALER, "config": cfg.to_dict(), "images": step * cfg.batch, "optSR": groups_g,
             "torch": torch.__version__}
     if D is not None and opt_d is not None:
         tensors.update({f"D.{k}": v for k, v in D.state_dict().items()})
         od, meta["optD"] = checkpoint.pack_optimizer("optD", opt_d)
         tensors.update(od)
-    tensors["rng.torch"] = torch.get_rng_state()
-    tensors["rng.gen"] = gen.get_state()
-    if device.type == "cuda":
-        tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
+    tensors.update(checkpoint.pack_rng(gen, device))
     return tensors, meta
 
 
 def _restore(path: Path, G: SRGenerator, D: SRDiscriminator, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
              gen: torch.Generator, device: torch.device) -> int:
-    tensors, meta = checkpoint.load(path)
-    if meta.get("kind") != KIND:
-        raise FaceganError(f"{path} is a GAN run, not an upscaler run; continue it with facegan train --resume")
+    tensors, meta, _ = load_sr(path)
     G.load_state_dict(checkpoint.module_state(tensors, "SR"))
     checkpoint.unpack_optimizer("optSR", opt_g, tensors, meta["optSR"])
     if "optD" in meta:
         D.load_state_dict(checkpoint.module_state(tensors, "D"))
         checkpoint.unpack_optimizer("optD", opt_d, tensors, meta["optD"])
-    torch.set_rng_state(tensors["rng.torch"])
-    gen.set_state(tensors["rng.gen"])
-    if "rng.cuda" in tensors and device.type == "cuda":
-        torch.cuda.set_rng_state(tensors["rng.cuda"], device)
+    checkpoint.unpack_rng(tensors, gen, device)
     return int(meta["step"])
