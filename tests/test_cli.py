@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
+pytestmark = pytest.mark.slow  # every test starts real `facegan` processes (≈4 s each)
 
 
 def facegan(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -56,6 +57,7 @@ def test_presets_table():
         (["prepare", "{tmp}/empty", "--res", "32", "--out", "{tmp}/x.npy"], "empty"),
         (["evaluate", "--real", "{tmp}/empty", "--fake", "{tmp}/empty", "--metrics", "fid,bogus"], "bogus"),
         (["evaluate", "--real", "{tmp}/empty"], "--fake"),
+        (["evaluate", "--real", "{tmp}/empty", "--fake", "{tmp}/empty", "--backend", "tensorrt"], "backend must be one of"),
     ],
 )
 def test_bad_input_gives_one_line_and_exit_2(tmp_path, args, needle):

