@@ -1,9 +1,10 @@
+import numpy as np
 import pytest
 import torch
 
 from facegan.config import PRESETS, resolve
 from facegan.errors import FaceganError
-from facegan.models.dcgan import ModelConfig, build, latents, n_params
+from facegan.models.dcgan import ModelConfig, build, latents, n_params, to_uint8
 
 # (G, D) parameter counts. dcgan64 equals the PyTorch DCGAN tutorial's printed nets exactly.
 EXPECTED_PARAMS = {
@@ -88,3 +89,12 @@ def test_sample_is_uint8_and_independent_of_batching():
     assert abs(a.astype(int) - b).max() <= 1
     assert abs(G.sample(1, seed=1, start=5).astype(int) - a[5:6]).max() <= 1
     assert G.training  # mode restored
+
+
+def test_to_uint8_rounds_every_value_as_the_plain_formula():
+    """The in-place conversion must give exactly ((clamp(x) + 1) · 127.5).round(): faces are compared bit for bit."""
+    x = torch.linspace(-1.1, 1.1, 3 * 65536).reshape(1, 3, 256, 256)
+    x.view(-1)[:510] = (torch.arange(510) - 255) / 255  # the values that round at exactly .5
+    expected = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    for layout in (torch.contiguous_format, torch.channels_last):
+        assert np.array_equal(to_uint8(x.contiguous(memory_format=layout)), expected)

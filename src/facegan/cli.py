@@ -182,21 +182,26 @@ def generate(
     use_ema: bool = typer.Option(True, "--ema/--no-ema", help="Use the EMA generator when the run has one."),
     truncation: Optional[float] = typer.Option(None, "--truncation", help=TRUNCATION_HELP),
     upscale: Optional[Path] = typer.Option(None, "--upscale", help="Upscaler run (facegan train-sr) that enlarges every face, e.g. 64² → 256² with a ×4 model."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 (default: every face regenerates bit-exactly) or bf16 "
+                                  "(faster on GPUs and AVX512-BF16/AMX CPUs; close to, not equal to, the fp32 faces, and differs between machines)."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Threads encoding PNG files (default: one per CPU core)."),
 ) -> None:
     """Generate faces from a trained generator: PNG files with a manifest, or a grid."""
     from facegan import checkpoint, sample
-    from facegan.device import pick_device
+    from facegan.device import pick_device, sampling_precision
     from facegan.upscale import load_upscaler
 
     dev = pick_device(device)
+    precision = sampling_precision(precision, dev)
     G = sample.load_generator(source, device=dev, ema=use_ema)
     sr = load_upscaler(upscale, device=dev) if upscale is not None else None
     if grid is not None:
-        path = sample.write_grid(G, grid, rows=rows, seed=seed, truncation=truncation, upscaler=sr)
+        path = sample.write_grid(G, grid, rows=rows, seed=seed, truncation=truncation, upscaler=sr, precision=precision)
         typer.echo(f"wrote a {rows}×{rows} grid of faces: {path}")
         return
     folder = out or checkpoint.run_dir(checkpoint.find(source)) / "generated" / (f"seed{seed}" + (f"-x{sr.cfg.scale}" if sr else ""))
-    manifest = sample.generate(G, folder, n, seed=seed, start=start, batch_size=batch, truncation=truncation, upscaler=sr)
+    manifest = sample.generate(G, folder, n, seed=seed, start=start, batch_size=batch, truncation=truncation, upscaler=sr,
+                               precision=precision, workers=workers)
     size = G.cfg.res * (sr.cfg.scale if sr else 1)
     typer.echo(f"wrote {n} faces ({size}×{size}) to {folder} (manifest: {manifest})")
 

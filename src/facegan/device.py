@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
+
 import numpy as np
 import torch
 
@@ -37,11 +39,33 @@ def pick_precision(name: str, device: torch.device) -> str:
         raise FaceganError(f"precision must be auto, fp32 or bf16, not {name!r}")
     if name != "auto":
         return name
+    return "bf16" if native_bf16(device) else "fp32"
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 math runs in hardware here: a CUDA GPU that has it, or a CPU with AVX512-BF16/AMX."""
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    if device.type == "cpu":
-        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
-    return "fp32"
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def sampling_precision(name: str, device: torch.device) -> str:
+    """fp32 (the default: a manifest's (seed, index) regenerates bit-exactly) or opt-in bf16.
+
+    bf16 faces are close to, not equal to, fp32 ones, and differ between machines; it is only
+    accepted where the hardware runs it, since emulated bf16 is many times slower than fp32.
+    """
+    if name not in ("fp32", "bf16"):
+        raise FaceganError(f"--precision must be fp32 or bf16 for generation, not {name!r}")
+    if name == "bf16" and not native_bf16(device):
+        raise FaceganError(f"--precision bf16 needs native bf16 (a CUDA GPU, or a CPU with AVX512-BF16/AMX); "
+                           f"{device.type} here would emulate it, far slower than the fp32 default")
+    return name
+
+
+def autocast(device: torch.device, precision: str) -> AbstractContextManager:
+    """bf16 autocast for ``precision == "bf16"``, else nothing (fp32)."""
+    return torch.autocast(device.type, torch.bfloat16) if precision == "bf16" else nullcontext()
 
 
 def configure(device: torch.device, tf32: bool = True) -> None:

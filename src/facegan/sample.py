@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from facegan import checkpoint, viz
+from facegan.device import autocast
 from facegan.errors import FaceganError
 from facegan.fileio import write_text_atomic
 from facegan.models.dcgan import Generator, ModelConfig, latents, to_uint8
@@ -45,49 +46,59 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu", ema: bo
 
 def generate(G: Generator, out_dir: str | Path, n: int, seed: int = 0, start: int = 0,
              batch_size: int = 256, progress: bool = True, truncation: float | None = None,
-             upscaler: SRGenerator | None = None) -> Path:
+             upscaler: SRGenerator | None = None, precision: str = "fp32", workers: int | None = None) -> Path:
     """Write faces start..start+n−1 of ``seed`` as PNGs plus ``manifest.json``; returns the manifest.
 
-    Streams batch by batch, so memory stays bounded for any n. The manifest records
-    ``truncation`` (null when off), which regenerating a face needs as much as its (seed, index),
-    and the ``upscale`` factor when an upscaler enlarged the faces (the DCGAN→SR pipeline).
+    Streams batch by batch, so memory stays bounded for any n, and encodes the PNGs on
+    ``workers`` threads (default: one per core; see :class:`facegan.viz.ImageWriter`). The
+    manifest records ``truncation`` (null when off), which regenerating a face needs as much as
+    its (seed, index), the ``upscale`` factor when an upscaler enlarged the faces (the DCGAN→SR
+    pipeline), and ``precision`` when it is not the bit-reproducible fp32 default.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    entries = []
-    with tqdm(total=n, unit="face", disable=not progress, dynamic_ncols=True) as bar:
+    names = [f"seed{seed}-{start + k:06d}.png" for k in range(n)]
+    on_cpu = next(G.parameters()).device.type == "cpu"
+    with viz.ImageWriter(workers, overlap=not on_cpu) as writer, \
+            tqdm(total=n, unit="face", disable=not progress, dynamic_ncols=True) as bar:
         for s in range(0, n, batch_size):
             m = min(batch_size, n - s)
-            imgs = faces(G, m, seed=seed, start=start + s, batch_size=m, truncation=truncation, upscaler=upscaler)
-            for k in range(m):
-                idx = start + s + k
-                name = f"seed{seed}-{idx:06d}.png"
-                viz.save_image(imgs[k], out / name)
-                entries.append({"file": name, "seed": seed, "index": idx})
+            imgs = faces(G, m, seed=seed, start=start + s, batch_size=m, truncation=truncation, upscaler=upscaler,
+                         precision=precision)
+            writer.write(imgs, [out / name for name in names[s:s + m]])
             bar.update(m)
-    return write_text_atomic(out / "manifest.json",
-                             json.dumps({"z_dim": G.cfg.z_dim, "res": G.cfg.res * (upscaler.cfg.scale if upscaler else 1),
-                                         "generator_res": G.cfg.res, "upscale": upscaler.cfg.scale if upscaler else None,
-                                         "truncation": truncation, "images": entries}, indent=1))
+    manifest = {"z_dim": G.cfg.z_dim, "res": G.cfg.res * (upscaler.cfg.scale if upscaler else 1),
+                "generator_res": G.cfg.res, "upscale": upscaler.cfg.scale if upscaler else None,
+                "truncation": truncation}
+    if precision != "fp32":
+        manifest["precision"] = precision
+    manifest["images"] = [{"file": name, "seed": seed, "index": start + k} for k, name in enumerate(names)]
+    return write_text_atomic(out / "manifest.json", json.dumps(manifest, indent=1))
 
 
 def write_grid(G: Generator, path: str | Path, rows: int = 6, seed: int = 0, truncation: float | None = None,
-               upscaler: SRGenerator | None = None) -> Path:
+               upscaler: SRGenerator | None = None, precision: str = "fp32") -> Path:
     """A rows×rows grid of faces 0..rows²−1 of ``seed`` (the training run's fixed-noise faces)."""
-    return viz.save_grid(faces(G, rows * rows, seed=seed, truncation=truncation, upscaler=upscaler), path, nrow=rows)
+    imgs = faces(G, rows * rows, seed=seed, truncation=truncation, upscaler=upscaler, precision=precision)
+    return viz.save_grid(imgs, path, nrow=rows)
 
 
 def faces(G: Generator, n: int, seed: int = 0, start: int = 0, batch_size: int = 256,
-          truncation: float | None = None, upscaler: SRGenerator | None = None) -> np.ndarray:
+          truncation: float | None = None, upscaler: SRGenerator | None = None, precision: str = "fp32") -> np.ndarray:
     """Faces start..start+n−1 of ``seed`` as uint8 (n, res, res, C), truncated at ψ = ``truncation``,
-    enlarged by ``upscaler`` when given (then (n, res·scale, res·scale, C))."""
+    enlarged by ``upscaler`` when given (then (n, res·scale, res·scale, C)).
+
+    ``precision="bf16"`` runs G (and the upscaler) under bf16 autocast: faster where the hardware
+    has bf16, and close to but not bit-equal with the fp32 faces, differing between machines.
+    """
     if upscaler is not None and upscaler.cfg.channels != G.cfg.channels:
         raise FaceganError(f"the upscaler takes {upscaler.cfg.channels}-channel images, this generator makes {G.cfg.channels}-channel ones")
-    if truncation is None:
-        imgs = G.sample(n, seed=seed, start=start, batch_size=batch_size)
-    else:
-        imgs = render(G, truncated_latents(n, G.cfg.z_dim, seed, start, truncation), batch_size)
-    return upscaler.upscale(imgs, min(batch_size, 64)) if upscaler is not None else imgs
+    with autocast(next(G.parameters()).device, precision):
+        if truncation is None:
+            imgs = G.sample(n, seed=seed, start=start, batch_size=batch_size)
+        else:
+            imgs = render(G, truncated_latents(n, G.cfg.z_dim, seed, start, truncation), batch_size)
+        return upscaler.upscale(imgs, min(batch_size, 64)) if upscaler is not None else imgs
 
 
 @torch.no_grad()

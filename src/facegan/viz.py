@@ -12,9 +12,12 @@ import importlib.util
 import io
 import json
 import math
+import os
 import re
 import sys
+from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +26,11 @@ from tqdm import tqdm
 
 from facegan import plots
 from facegan.errors import FaceganError
-from facegan.fileio import atomic_path, write_bytes_atomic
+from facegan.fileio import atomic_path, flush_to_disk, write_bytes_atomic, write_bytes_renamed
 
 PLOTS_NOTE = "note: pip install 'facegan[plots]' enables curves.png (smoothed losses, D outputs, FID)"
 VIDEO_NOTE = "writing .mp4 needs imageio-ffmpeg: pip install 'facegan[video]', or write a .gif"
+CHUNK = 16  # images per writer task: few enough tasks to keep Python overhead low, enough to balance threads
 MAX_FRAMES = 100  # progress frames kept: rebuilding the GIF at every draw stays cheap on long runs
 FRAME_WIDTH = (256, 512)  # progress frames are scaled into this width range, so labels stay legible
 _STEP_PNG = re.compile(r"^step-(\d+)\.png$")
@@ -49,9 +53,81 @@ def grid(images: np.ndarray, nrow: int | None = None, pad: int = 2) -> np.ndarra
 def save_image(array: np.ndarray, path: str | Path) -> Path:
     """Write a uint8 (H, W, 1|3) array as PNG, atomically: a run killed mid-write leaves no
     truncated grid for the resumed run's animation to choke on."""
-    with atomic_path(Path(path)) as tmp:
-        to_pil(array).save(tmp, format="PNG")
-    return Path(path)
+    return write_bytes_atomic(Path(path), encode_png(array))
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """A uint8 (H, W, 1|3) array as the bytes of a PNG file (Pillow's defaults: zlib level 6)."""
+    buf = io.BytesIO()
+    to_pil(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class ImageWriter:
+    """Many PNG files written by a pool of threads, so `facegan generate` runs at the generator's pace.
+
+    Pillow's PNG encoder releases the GIL, so the threads encode in parallel. Where the generator
+    runs on the same CPU (``overlap=False``), G and the writers take turns: :meth:`write` returns
+    when its batch is written, so G has every core for the next one — G's OpenMP threads and
+    encoder threads on the same cores slow each other down more than they overlap
+    (docs/benchmarks.md). With G on a GPU (``overlap=True``) :meth:`write` returns at once and
+    the next batch is computed while this one is written, with at most two batches in flight, so
+    memory stays bounded.
+
+    Each file is encoded in memory, written under a temporary name and renamed: a killed run
+    leaves only whole PNGs. :meth:`close` waits for all of them and makes them durable with one
+    flush, instead of two fsyncs per file, which cost more than encoding a 64² face.
+    """
+
+    def __init__(self, workers: int | None = None, overlap: bool = False) -> None:
+        self.workers = workers or os.cpu_count() or 1
+        self.overlap = overlap
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="png")
+        self._batches: deque[list[Future]] = deque()
+        self._paths: list[Path] = []
+
+    def write(self, images: np.ndarray, paths: Sequence[Path]) -> None:
+        """Write ``images[k]`` to ``paths[k]``: done on return, or (overlap) queued behind at most two batches."""
+        if len(images) != len(paths):
+            raise ValueError(f"{len(images)} images for {len(paths)} paths")
+        self._batches.append([self._pool.submit(_write_pngs, images[s:s + CHUNK], paths[s:s + CHUNK])
+                              for s in range(0, len(paths), CHUNK)])
+        self._paths.extend(paths)
+        while len(self._batches) > (2 if self.overlap else 0):
+            _wait_all(self._batches.popleft())
+
+    def drain(self) -> None:
+        """Wait until every queued image is on disk (the first write error is raised here)."""
+        while self._batches:
+            _wait_all(self._batches.popleft())
+
+    def close(self) -> None:
+        """Drain, flush everything written to disk and stop the threads."""
+        self.drain()
+        flush_to_disk(self._paths)
+        self._pool.shutdown()
+
+    def __enter__(self) -> "ImageWriter":
+        return self
+
+    def __exit__(self, exc_type: type | None, *_: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:  # Ctrl-C or an error: drop what has not started; files already written stay whole
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _write_pngs(images: np.ndarray, paths: Sequence[Path]) -> None:
+    for image, path in zip(images, paths):
+        try:
+            write_bytes_renamed(path, encode_png(image))
+        except OSError as e:
+            raise FaceganError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def _wait_all(futures: list[Future]) -> None:
+    for f in futures:
+        f.result()
 
 
 def to_pil(array: np.ndarray) -> Image.Image:

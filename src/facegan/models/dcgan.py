@@ -256,9 +256,14 @@ def init_dcgan(module: nn.Module) -> None:
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """(B, C, H, W) in [−1, 1] → uint8 (B, H, W, C) numpy, rounding to nearest."""
-    x = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()
+    """(B, C, H, W) in [−1, 1] → uint8 (B, H, W, C) numpy, rounding to nearest.
+
+    In place after the clamp (the same arithmetic, two fewer batch-sized buffers); a
+    channels_last input makes the final permute free.
+    """
+    y = x.float().clamp(-1, 1)
+    y.add_(1).mul_(127.5).round_()
+    return y.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def build(cfg: ModelConfig) -> tuple[Generator, Discriminator]:

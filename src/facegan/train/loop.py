@@ -31,6 +31,7 @@ from facegan import checkpoint, viz
 from facegan.config import BUDGETS, SRTrainConfig, TrainConfig
 from facegan.data.loader import BatchSampler, Prefetcher, to_model_input
 from facegan.data.prepare import open_prepared, resolve_dataset
+from facegan.device import autocast as device_autocast
 from facegan.device import configure, pick_device, pick_precision, resident_images
 from facegan.errors import FaceganError
 from facegan.models.dcgan import Discriminator, Generator, build
@@ -165,7 +166,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
         truncate_metrics(run / "metrics.jsonl", step)
 
     # ---- the loop ----------------------------------------------------------------------------
-    autocast = (torch.autocast(device.type, torch.bfloat16) if precision == "bf16" else nullcontext())
+    autocast = device_autocast(device, precision)
     B, per_step = cfg.batch, cfg.batch * world
     prefetch = Prefetcher(sampler, device)
     acc = torch.zeros(5, device=device)  # loss_D, loss_G, D(x), D(G(z)), R1 summed since last log
