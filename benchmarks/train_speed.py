@@ -14,7 +14,8 @@ beforehand; preparing is a one-off per dataset, not part of a step).
 Every measurement runs in a fresh child process, one after another, so peak memory (VmHWM: the
 process's RSS high-water mark; "anon": its private memory at the end, i.e. without the
 memory-mapped dataset's page cache) belongs to that loop alone. img/s is steps×batch over wall
-time after two warm-up steps, median (min–max) over ``--reps``.
+time after two warm-up steps, median (min–max) over ``--reps``; the repetitions of all loops are
+interleaved, and "ratio" is the median of the per-repetition ratios.
 
 The ceilings: a large fp32 (and bf16) matmul and a DCGAN-sized convolution timed here, the FLOPs
 of one training step counted by torch's FlopCounterMode, and the achieved GFLOP/s of each loop
@@ -37,10 +38,12 @@ import torch
 from PIL import Image
 from torch import nn
 
+from machine import describe
+
 from facegan import config
 from facegan.data.prepare import resolve_dataset
 from facegan.data.procedural import render_faces
-from facegan.device import pick_device, pick_precision
+from facegan.device import native_bf16, pick_device, pick_precision
 from facegan.models.dcgan import build
 from facegan.train.loop import gan_step, train
 from facegan.viz import read_metrics
@@ -202,9 +205,9 @@ def ceilings(device: torch.device) -> dict[str, float]:
         _sync(device)
         return flops * reps / (time.time() - t) / 1e9
 
-    gpu = device.type == "cuda"
+    gpu, bf16 = device.type == "cuda", native_bf16(device)
     out = {}
-    for dt, n in ((torch.float32, 8192 if gpu else 2048), (torch.bfloat16, 8192 if gpu else 512)):
+    for dt, n in ((torch.float32, 8192 if gpu else 2048), (torch.bfloat16, 8192 if gpu else 2048 if bf16 else 512)):
         a, b = torch.randn(n, n, device=device, dtype=dt), torch.randn(n, n, device=device, dtype=dt)
         out[f"matmul {str(dt)[6:]} {n}²"] = rate(lambda: a @ b, 2 * n**3, 20 if gpu else 3)
     conv = nn.Conv2d(128, 256, 4, 2, 1, bias=False).to(device, memory_format=torch.channels_last)
@@ -213,9 +216,9 @@ def ceilings(device: torch.device) -> dict[str, float]:
     flops = 2 * bsz * 256 * 128 * 16 * 8 * 8
     with torch.no_grad():
         out["conv fp32 128→256 16²"] = rate(lambda: conv(x), flops, 20 if gpu else 3)
-        if gpu:
-            with torch.autocast("cuda", torch.bfloat16):
-                out["conv bf16 128→256 16²"] = rate(lambda: conv(x), flops, 20)
+        if bf16:  # emulated bf16 (AVX2) would take minutes here and mean nothing
+            with torch.autocast(device.type, torch.bfloat16):
+                out["conv bf16 128→256 16²"] = rate(lambda: conv(x), flops, 20 if gpu else 3)
     return out
 
 
@@ -238,18 +241,21 @@ def main() -> None:
     args = ap.parse_args()
 
     device = pick_device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"# {time.strftime('%Y-%m-%d')} torch {torch.__version__}, {name}, "
-          f"data {'AAF faces' if SHARED.is_file() else 'procedural JPEGs'}, {args.steps} steps × {args.reps} reps")
+    print(f"{describe(device)}; data {'AAF faces' if SHARED.is_file() else 'procedural JPEGs'}, "
+          f"{args.steps} steps × {args.reps} reps")
     ceil = ceilings(device)
     print("\n| ceiling | GFLOP/s |\n|---|---|")
     for k, v in ceil.items():
         print(f"| {k} | {v:.1f} |", flush=True)
     if args.limits_only:
         return
-    fp32_ceil = max(v for k, v in ceil.items() if "fp32" in k)
+
+    def ceiling(prec: str) -> float:  # the best rate measured here in the row's precision
+        names = ("bf16", "bfloat16") if prec == "bf16" else ("fp32", "float32")
+        return max((v for k, v in ceil.items() if any(n in k for n in names)), default=float("nan"))
+
     print("\n| preset | batch | loop | precision | img/s median (min–max) | ratio | GFLOP/img | GFLOP/s "
-          "| of fp32 ceiling | peak RSS MB | anon MB | GPU MB |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| of ceiling (same precision) | peak RSS MB | anon MB | GPU MB |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         folder = jpeg_folder(Path(tmp), max(args.batch) * (args.steps + WARMUP + 1))
         for preset in args.presets:
@@ -258,31 +264,38 @@ def main() -> None:
             flops, ref_flops = step_flops(preset, "facegan"), step_flops(preset, "reference")
             for batch in args.batch:
                 def row(loop: str, prec: str, rates: list[float], mem: dict, fl: float, ref: list[float] | None) -> None:
-                    ratio = f"{statistics.median(rates) / statistics.median(ref):.2f}×" if ref else "1.00×"
+                    # the ratio is the median of per-round ratios: both loops of a round ran minutes apart, not hours
+                    ratio = f"{statistics.median(a / b for a, b in zip(rates, ref)):.2f}×" if ref else "1.00×"
                     gfs = fl * statistics.median(rates) / 1e9
                     print(f"| {preset} | {batch} | {loop} | {prec} | {fmt(rates)} | {ratio} | {fl / 1e9:.2f} | {gfs:.1f} "
-                          f"| {gfs / fp32_ceil:.0%} | {mem.get('VmHWM', 0):.0f} | {mem.get('RssAnon', 0):.0f} "
+                          f"| {gfs / ceiling(prec):.0%} | {mem.get('VmHWM', 0):.0f} | {mem.get('RssAnon', 0):.0f} "
                           f"| {mem.get('gpu', 0):.0f} |", flush=True)
 
+                # repetitions interleaved (reference, then each variant, round after round): a shared
+                # VM's speed drifts by ±20 % over minutes, and each round sees one condition
+                loops = ([] if args.no_reference else ["reference"]) + list(args.variants)
+                runs: dict[str, list] = {name: [] for name in loops}
+                for r in range(args.reps):
+                    for name in loops:
+                        if name == "reference":
+                            runs[name].append(in_child("reference", preset=preset, folder=folder, batch=batch,
+                                                       steps=args.steps, workers=args.workers, device=device))
+                        else:
+                            runs[name].append(in_child("facegan", preset=preset, data=data, batch=batch, steps=args.steps,
+                                                       device=args.device, out=Path(tmp) / f"{preset}-{batch}-{name}-{r}",
+                                                       overrides=VARIANTS[name]))
                 ref = None
-                if not args.no_reference:
-                    runs = [in_child("reference", preset=preset, folder=folder, batch=batch, steps=args.steps,
-                                     workers=args.workers, device=device) for _ in range(args.reps)]
-                    if any(isinstance(r, str) for r, _ in runs):
-                        raise SystemExit(f"reference loop failed: {runs}")
-                    ref = [r for r, _ in runs]
-                    row("pytorch/examples-style", "fp32", ref, runs[-1][1], ref_flops, None)
+                if "reference" in runs:
+                    if any(isinstance(r, str) for r, _ in runs["reference"]):
+                        raise SystemExit(f"reference loop failed: {runs['reference']}")
+                    ref = [r for r, _ in runs["reference"]]
+                    row("pytorch/examples-style", "fp32", ref, runs["reference"][-1][1], ref_flops, None)
                 for v in args.variants:
-                    over = VARIANTS[v]
-                    runs = [in_child("facegan", preset=preset, data=data, batch=batch, steps=args.steps,
-                                     device=args.device, out=Path(tmp) / f"{preset}-{batch}-{v}-{r}", overrides=over)
-                            for r in range(args.reps)]
-                    if any(isinstance(r, str) for r, _ in runs):
-                        print(f"| {preset} | {batch} | facegan {v} | — | failed: {runs[0][0]} |", flush=True)
+                    if any(isinstance(r, str) for r, _ in runs[v]):
+                        print(f"| {preset} | {batch} | facegan {v} | — | failed: {runs[v][0][0]} |", flush=True)
                         continue
-                    prec = pick_precision(over.get("precision", "auto"), device)
-                    row(f"facegan train ({v})", prec, [r for r, _ in runs], runs[-1][1], flops, ref)
-
+                    prec = pick_precision(VARIANTS[v].get("precision", "auto"), device)
+                    row(f"facegan train ({v})", prec, [r for r, _ in runs[v]], runs[v][-1][1], flops, ref)
 
 if __name__ == "__main__":
     main()

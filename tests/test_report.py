@@ -66,6 +66,7 @@ def evaluated_run(tiny_cfg):
     return run
 
 
+@pytest.mark.slow
 def test_report_has_every_section_with_embedded_images(evaluated_run, tmp_path):
     result = CliRunner().invoke(app, ["report", str(evaluated_run), "--out", str(tmp_path / "r.html"), "--log-x"])
     assert result.exit_code == 0, (result.output, result.exception)

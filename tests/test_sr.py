@@ -102,6 +102,7 @@ def test_adversarial_step_trains_the_critic_and_changes_the_update():
     assert not torch.equal(results[0.0], results[0.1])
 
 
+@pytest.mark.slow
 def test_run_folder_checkpoints_and_exact_resume(sr_cfg, tmp_path):
     cfg = replace(sr_cfg, adv=0.01, blur=0.5, noise=0.02, jpeg=60)  # every random part of a step on
     full = train_sr(replace(cfg, out=str(tmp_path / "full")), progress=False)
@@ -141,6 +142,7 @@ def test_held_out_faces_are_never_trained_on(sr_cfg):
     assert set(seen.tolist()) == set(train_idx.tolist())
 
 
+@pytest.mark.slow
 def test_training_beats_bicubic_on_held_out_faces(sr_cfg):
     """A short L1 run on procedural faces (flat colours, sharp edges) must beat its bicubic start."""
     result = train_sr(replace(sr_cfg, data="procedural:400", max_images=4 * 150, model=SRConfig(scale=4, width=16, blocks=2),
@@ -195,6 +197,7 @@ def trained(tmp_path_factory):
     return root / "sr", Path(gan.run)
 
 
+@pytest.mark.slow
 def test_upscale_cli_file_folder_and_bad_files(trained, tmp_path):
     sr_run, _ = trained
     src = tmp_path / "in"
@@ -211,6 +214,7 @@ def test_upscale_cli_file_folder_and_bad_files(trained, tmp_path):
     assert p.returncode == 0 and Image.open(tmp_path / "one" / "a.png").size == (80, 48)
 
 
+@pytest.mark.slow
 def test_generate_upscale_pipeline(trained, tmp_path):
     sr_run, gan_run = trained
     p = facegan("generate", str(gan_run), "-n", "3", "--upscale", str(sr_run), "--out", str(tmp_path / "big"))
@@ -238,6 +242,7 @@ def test_generate_upscale_pipeline(trained, tmp_path):
         (["train", "--resume", "{sr}"], "upscaler run"),
     ],
 )
+@pytest.mark.slow
 def test_bad_sr_input_gives_one_line_and_exit_2(trained, tmp_path, args, needle):
     sr_run, gan_run = trained
     (tmp_path / "in").mkdir()
@@ -249,6 +254,7 @@ def test_bad_sr_input_gives_one_line_and_exit_2(trained, tmp_path, args, needle)
     assert not (tmp_path / "o").exists() and not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_upscale_of_only_broken_files_fails(trained, tmp_path):
     sr_run, _ = trained
     (tmp_path / "in").mkdir()

@@ -181,6 +181,7 @@ def test_each_option_trains_with_finite_losses(tiny_cfg, options):
         assert not torch.equal(load_generator(res.run)(z), load_generator(res.run, ema=False)(z))
 
 
+@pytest.mark.slow
 def test_modern_options_resume_bit_identically(tmp_path, tiny_cfg):
     cfg = replace(tiny_cfg, loss="hinge", ema=0.99, augment="color,translation,cutout", r1=0.5, r1_every=3, flip=True,
                   model=replace(tiny_cfg.model, d_norm="spectral", d_mbstd=True))

@@ -36,6 +36,7 @@ def _final_tensors(run):
     return checkpoint.load(run)[0]
 
 
+@pytest.mark.slow
 def test_resume_is_bit_identical(tmp_path, tiny_cfg):
     # exercise every random stream: flips, label noise/flips, dropout
     cfg = replace(tiny_cfg, flip=True, label_noise=0.1, label_flip=0.1, model=replace(tiny_cfg.model, d_dropout=0.2))

@@ -31,6 +31,7 @@ def scripted(monkeypatch):
     monkeypatch.setattr(ev_mod, "Evaluator", _ScriptedEvaluator)
 
 
+@pytest.mark.slow
 def test_eval_every_logs_fid_and_keeps_best_checkpoint(tiny_cfg, scripted):
     cfg = replace(tiny_cfg, eval_every=2, eval_n=8)
     train(cfg, progress=False)

@@ -95,6 +95,7 @@ def test_fast_path_losses_match_fp32():
     assert not torch.equal(fp32[0], bf16[0])  # autocast really ran in bf16
 
 
+@pytest.mark.slow
 def test_compiled_step_matches_eager():
     G, D, og, od, real, z = _setup(False)
     eager = [gan_step(G, D, og, od, real, z, _targets()) for _ in range(2)]
@@ -122,6 +123,7 @@ def test_memmap_and_resident_batches_are_identical():
         resident_images(data.images, torch.device("cpu"), "yes")
 
 
+@pytest.mark.slow
 def test_resident_training_gives_identical_weights(tmp_path, tiny_cfg):
     a = train(replace(tiny_cfg, out=str(tmp_path / "map"), resident="off", flip=True), progress=False)
     b = train(replace(tiny_cfg, out=str(tmp_path / "ram"), resident="on", flip=True), progress=False)

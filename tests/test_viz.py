@@ -18,6 +18,7 @@ def _frames(path) -> list[np.ndarray]:
         return [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(im)]
 
 
+@pytest.mark.slow
 def test_training_keeps_every_picture_up_to_date(tiny_cfg, monkeypatch):
     """Each draw rewrites the curves and grows the animation by one labelled frame."""
     seen = []  # after each draw: (frames in progress.gif, its last frame)
