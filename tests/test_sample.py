@@ -77,6 +77,7 @@ def test_an_interrupted_writer_leaves_only_whole_files(G, tmp_path):
 
 
 def test_a_write_error_is_one_user_error_naming_the_file(G, tmp_path):
+    (tmp_path / "missing").write_bytes(b"")  # a file where the folder should be: no PNG can go there
     with pytest.raises(FaceganError, match="cannot write .*missing"), viz.ImageWriter() as w:
         w.write(G.sample(2), [tmp_path / "missing" / "a.png", tmp_path / "missing" / "b.png"])
 

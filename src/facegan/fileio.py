@@ -4,7 +4,7 @@ Checkpoints, prepared datasets, their manifests, feature caches and generation m
 written under a temporary name in the destination folder, fsynced and renamed: a rename within a
 folder is atomic, so a process killed at any instant leaves either the old file or the new one.
 Generated faces, thousands of small files, are renamed the same way but flushed to disk once
-for the whole set (:func:`write_bytes_renamed`, :func:`flush_to_disk`).
+for the whole set (``durable=False``, then :func:`flush_to_disk`).
 """
 
 from __future__ import annotations
@@ -28,34 +28,34 @@ def _fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
-def _temporary(final: Path) -> Path:
-    """A hidden, unique name beside ``final``: same folder (so the rename is atomic), never clashing."""
-    return final.with_name(f".{final.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-
-
 @contextmanager
-def atomic_path(final: Path) -> Iterator[Path]:
+def atomic_path(final: Path, durable: bool = True) -> Iterator[Path]:
     """Yield a temporary path next to ``final``; on success fsync it and rename it into place.
 
     On any failure (including Ctrl-C) the temporary file is removed and ``final`` is untouched.
+    ``durable=False`` skips the two fsyncs — for thousands of small files, where they cost more
+    than writing the file — leaving the rename's atomicity against a killed process; such files
+    are on disk after :func:`flush_to_disk`, which bulk writers call once before their manifest.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary(final)
+    tmp = final.with_name(f".{final.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     tmp.touch(exist_ok=False)
     try:
         yield tmp
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
+        if durable:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync_dir(final.parent)
+    if durable:
+        _fsync_dir(final.parent)
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> Path:
+def write_bytes_atomic(path: Path, data: bytes, durable: bool = True) -> Path:
     """Write a whole file atomically (pictures are rewritten while a viewer may have them open)."""
-    with atomic_path(Path(path)) as tmp:
+    with atomic_path(Path(path), durable) as tmp:
         tmp.write_bytes(data)
     return Path(path)
 
@@ -65,25 +65,8 @@ def write_text_atomic(path: Path, text: str) -> Path:
     return write_bytes_atomic(path, text.encode())
 
 
-def write_bytes_renamed(path: Path, data: bytes) -> None:
-    """Write a file under a temporary name, then rename it: never half-written after a kill.
-
-    Unlike :func:`atomic_path` nothing is fsynced here — two fsyncs per file cost more than
-    encoding a small PNG — so the file is only durable after :func:`flush_to_disk`; bulk
-    writers (``facegan generate``) call that once before writing their manifest.
-    """
-    path = Path(path)
-    tmp = _temporary(path)
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def flush_to_disk(paths: list[Path]) -> None:
-    """Make files written by :func:`write_bytes_renamed` durable: one ``sync`` where POSIX has it."""
+    """Make files written with ``durable=False`` durable: one ``sync`` where POSIX has it."""
     if hasattr(os, "sync"):
         os.sync()
         return

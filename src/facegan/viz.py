@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from facegan import plots
 from facegan.errors import FaceganError
-from facegan.fileio import atomic_path, flush_to_disk, write_bytes_atomic, write_bytes_renamed
+from facegan.fileio import atomic_path, flush_to_disk, write_bytes_atomic
 
 PLOTS_NOTE = "note: pip install 'facegan[plots]' enables curves.png (smoothed losses, D outputs, FID)"
 VIDEO_NOTE = "writing .mp4 needs imageio-ffmpeg: pip install 'facegan[video]', or write a .gif"
@@ -120,7 +120,7 @@ class ImageWriter:
 def _write_pngs(images: np.ndarray, paths: Sequence[Path]) -> None:
     for image, path in zip(images, paths):
         try:
-            write_bytes_renamed(path, encode_png(image))
+            write_bytes_atomic(path, encode_png(image), durable=False)
         except OSError as e:
             raise FaceganError(f"cannot write {path}: {e.strerror or e}") from None
 
