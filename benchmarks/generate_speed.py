@@ -23,39 +23,17 @@ import argparse
 import copy
 import shutil
 import statistics
-import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
-from machine import describe
+from machine import describe, interleaved
 
 from facegan import config, viz
 from facegan.device import native_bf16, pick_device
 from facegan.models.dcgan import Generator
 from facegan.sample import generate, load_generator
-
-
-def interleaved(paths: list[tuple[str, Callable[[], object], int]], device: torch.device, min_s: float) -> dict[str, list[float]]:
-    """faces/s of each (label, fn, faces) path, the paths run in turn, round after round.
-
-    Interleaving matters on a shared VM, whose speed drifts by ±20 % over minutes: each round
-    times every path under the same conditions, and the ratios are taken per round.
-    """
-    for _, fn, _ in paths:  # warm-up
-        fn()
-    rates: dict[str, list[float]] = {label: [] for label, _, _ in paths}
-    t_end = time.time() + min_s * len(paths)
-    while time.time() < t_end or len(rates[paths[0][0]]) < 3:
-        for label, fn, faces in paths:
-            t = time.time()
-            fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            rates[label].append(faces / (time.time() - t))
-    return rates
 
 
 def forward_flops(G: Generator) -> float:

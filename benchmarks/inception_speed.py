@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from machine import describe
+from machine import describe, interleaved, seconds_per_call
 
 from facegan.data.prepare import open_prepared, resolve_dataset
 from facegan.device import pick_device
@@ -46,16 +45,8 @@ def faces64(n: int) -> np.ndarray:
 
 def ceilings(device: torch.device) -> dict[str, float]:
     """GFLOP/s of the fastest fp32 operations measured here (forward only)."""
-    def rate(fn, flops: float, reps: int = 5) -> float:
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t = time.time()
-        for _ in range(reps):
-            fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return flops * reps / (time.time() - t) / 1e9
+    def rate(fn, flops: float) -> float:
+        return flops / seconds_per_call(fn, device, 5) / 1e9
 
     cl = torch.channels_last
     a, b = torch.randn(2048, 2048, device=device), torch.randn(2048, 2048, device=device)
@@ -103,16 +94,11 @@ def main() -> None:
     top = max(ceil.values())
 
     imgs = faces64(args.n)
-    for net in nets.values():  # warm-up (and the one-off ONNX export)
-        net(imgs[:8])
-    rates: dict[str, list[float]] = {b: [] for b in backends}
-    for _ in range(args.rounds):
-        for b, net in nets.items():
-            t = time.time()
-            for s in range(0, len(imgs), args.batch):
-                net(imgs[s:s + args.batch]).cpu()
-            rates[b].append(len(imgs) / (time.time() - t))
-    print(f"\n| backend | img/s median (min–max) | vs torchscript | GFLOP/img | GFLOP/s | of best ceiling |\n|---|---|---|---|---|---|")
+    def features(net: inception.InceptionFeatures):
+        return lambda: [net(imgs[s:s + args.batch]).cpu() for s in range(0, len(imgs), args.batch)]
+
+    rates = interleaved([(b, features(net), len(imgs)) for b, net in nets.items()], device, 0, args.rounds)
+    print("\n| backend | img/s median (min–max) | vs torchscript | GFLOP/img | GFLOP/s | of best ceiling |\n|---|---|---|---|---|---|")
     base = rates["torchscript"]
     for b, r in rates.items():
         speedup = statistics.median(x / y for x, y in zip(r, base))

@@ -29,12 +29,12 @@ from functools import partial
 import torch
 from torch import nn
 
-from machine import describe
+from machine import describe, seconds_per_call, sync
 
 from facegan import config
 from facegan.device import autocast, pick_device, pick_precision
 from facegan.models.dcgan import build
-from facegan.train.loop import gan_step
+from facegan.train.loop import gan_step, optimizers
 
 KINDS = (  # (label, substrings of operator names), first match wins
     ("conv backward", ("convolution_backward",)),
@@ -60,18 +60,11 @@ def setup(preset: str, batch: int, device: torch.device, channels_last: bool):
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     G.to(device, memory_format=fmt)
     D.to(device, memory_format=fmt)
-    fused = device.type == "cuda"
-    opt_g = torch.optim.Adam(G.parameters(), cfg.lr_g, betas=(cfg.beta1, cfg.beta2), foreach=not fused, fused=fused)
-    opt_d = torch.optim.Adam(D.parameters(), cfg.lr_d, betas=(cfg.beta1, cfg.beta2), foreach=not fused, fused=fused)
+    opt_g, opt_d = optimizers(G, D, cfg, device)
     real = (torch.rand(batch, m.channels, m.res, m.res, device=device) * 2 - 1).contiguous(memory_format=fmt)
     z = torch.randn(batch, m.z_dim, device=device)
     targets = (torch.ones(batch, device=device), torch.zeros(batch, device=device))
     return G, D, opt_g, opt_d, real, z, targets
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def by_kind(args, device, precision) -> None:
@@ -143,7 +136,7 @@ def by_layer(args, device, precision) -> None:
                 y = mod(x)
             y.backward(torch.ones_like(y))
 
-        t_f, t_b = timed(fwd, device, args.reps), timed(both, device, args.reps)
+        t_f, t_b = seconds_per_call(fwd, device, args.reps), seconds_per_call(both, device, args.reps)
         print(f"| {key} | {type(mod).__name__} {tuple(mod.weight.shape)} | {shape} | {flops_fwd / 1e9:.2f} | "
               f"{t_f * 1e3:.1f} | {flops_fwd / t_f / 1e9:.0f} | {t_b * 1e3:.1f} | {flops_all / t_b / 1e9:.0f} |", flush=True)
 
@@ -151,16 +144,6 @@ def by_layer(args, device, precision) -> None:
 def _record(shapes: dict, key: str, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
     """Forward hook: the input shape a layer sees (returns None, so the output is untouched)."""
     shapes.setdefault(key, tuple(inputs[0].shape))
-
-
-def timed(fn, device: torch.device, reps: int) -> float:
-    fn()
-    sync(device)
-    t = time.time()
-    for _ in range(reps):
-        fn()
-    sync(device)
-    return (time.time() - t) / reps
 
 
 def compiled(args, device, precision) -> None:
@@ -173,7 +156,7 @@ def compiled(args, device, precision) -> None:
             gan_step(g, d, opt_g, opt_d, real, z, targets, ac)
         sync(device)
         warm = time.time() - t0
-        rows.append((label, args.batch / timed(lambda: gan_step(g, d, opt_g, opt_d, real, z, targets, ac), device, args.steps), warm))
+        rows.append((label, args.batch / seconds_per_call(lambda: gan_step(g, d, opt_g, opt_d, real, z, targets, ac), device, args.steps), warm))
     print(f"\n**torch.compile** ({precision})\n\n| step | img/s | first two steps (s) |\n|---|---|---|")
     for label, rate, warm in rows:
         print(f"| {label} | {rate:.1f} | {warm:.1f} |")

@@ -38,7 +38,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from machine import describe
+from machine import describe, seconds_per_call, sync
 
 from facegan import config
 from facegan.data.prepare import resolve_dataset
@@ -111,7 +111,7 @@ def reference(preset: str, folder: Path, batch: int, steps: int, workers: int, d
     it, t0 = iter(loader), 0.0
     for k in range(steps + WARMUP):
         if k == WARMUP:
-            _sync(device)
+            sync(device)
             t0 = time.time()
         try:
             real = next(it)
@@ -119,7 +119,7 @@ def reference(preset: str, folder: Path, batch: int, steps: int, workers: int, d
             it = iter(loader)
             real = next(it)
         reference_step(G, D, crit, opt_g, opt_d, real.to(device), torch.randn(batch, cfg.model.z_dim, device=device))
-    _sync(device)
+    sync(device)
     return steps * batch / (time.time() - t0)
 
 
@@ -145,11 +145,6 @@ def facegan_rate(preset: str, data: str, batch: int, steps: int, device: str, ou
     recs = read_metrics(out / "metrics.jsonl")
     warm, last = recs[0], recs[-1]  # "time" is seconds since the run started
     return (last["step"] - warm["step"]) * batch / (last["time"] - warm["time"])
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _memory() -> dict[str, float]:
@@ -197,13 +192,7 @@ def step_flops(preset: str, loop: str) -> float:
 def ceilings(device: torch.device) -> dict[str, float]:
     """Measured GFLOP/s of a large matmul and a DCGAN-layer convolution (forward), fp32 and bf16."""
     def rate(fn: Any, flops: float, reps: int) -> float:
-        fn()
-        _sync(device)
-        t = time.time()
-        for _ in range(reps):
-            fn()
-        _sync(device)
-        return flops * reps / (time.time() - t) / 1e9
+        return flops / seconds_per_call(fn, device, reps) / 1e9
 
     gpu, bf16 = device.type == "cuda", native_bf16(device)
     out = {}

@@ -147,9 +147,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
     if cfg.channels_last:
         G.to(memory_format=torch.channels_last)
         D.to(memory_format=torch.channels_last)
-    fused = device.type == "cuda"  # one kernel for the whole update; foreach elsewhere
-    opt_g = torch.optim.Adam(G.parameters(), cfg.lr_g, betas=(cfg.beta1, cfg.beta2), foreach=not fused, fused=fused)
-    opt_d = torch.optim.Adam(D.parameters(), cfg.lr_d, betas=(cfg.beta1, cfg.beta2), foreach=not fused, fused=fused)
+    opt_g, opt_d = optimizers(G, D, cfg, device)
     # compiled wrappers share G's and D's parameters; checkpoints and sampling use the plain modules
     G_run, D_run = (torch.compile(G, dynamic=False), torch.compile(D, dynamic=False)) if cfg.compile else (G, D)
     G_ema = ema.make(G) if cfg.ema > 0 else None
@@ -300,6 +298,14 @@ class Stabilisers:
     loss: str = "bce"
     augment: tuple[str, ...] = ()
     r1_weight: float = 0.0  # γ/2 · r1_every on the steps that apply lazy R1, else 0
+
+
+def optimizers(G: torch.nn.Module, D: torch.nn.Module, cfg: TrainConfig,
+               device: torch.device) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+    """G's and D's Adam: fused (one kernel for the whole update) on CUDA, foreach elsewhere."""
+    fused = device.type == "cuda"
+    return tuple(torch.optim.Adam(net.parameters(), lr, betas=(cfg.beta1, cfg.beta2), foreach=not fused, fused=fused)
+                 for net, lr in ((G, cfg.lr_g), (D, cfg.lr_d)))
 
 
 def gan_step(G: torch.nn.Module, D: torch.nn.Module, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
