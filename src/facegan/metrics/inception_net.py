@@ -71,26 +71,19 @@ class InceptionAC(nn.Module):
         return torch.cat([self.conv(x), self.tower(x), self.tower_1(x), self.tower_2(_avg3(x))], 1)
 
 
-class InceptionB(nn.Module):
-    """35→17 reduction: 3×3/2 | 1×1→3×3→3×3/2 | max-pool/2."""
+class Reduction(nn.Module):
+    """A grid reduction, 35→17 (mixed_3: 3×3/2 | 1×1→3×3→3×3/2) or 17→8 (mixed_8: 1×1→3×3/2 |
+    1×1→1×7→7×1→3×3/2): the named convolution branches, then a 3×3/2 max-pool, joined."""
 
-    def __init__(self, src: torch.nn.Module) -> None:
+    def __init__(self, src: torch.nn.Module, names: tuple[str, ...]) -> None:
         super().__init__()
-        self.conv, self.tower = Conv(src.conv), _convs(src.tower)
+        self.names = names
+        for name in names:
+            branch = getattr(src, name)
+            setattr(self, name, Conv(branch) if branch.original_name == "Conv2dLayer" else _convs(branch))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.conv(x), self.tower(x), F.max_pool2d(x, 3, 2)], 1)
-
-
-class InceptionD(nn.Module):
-    """17→8 reduction: 1×1→3×3/2 | 1×1→1×7→7×1→3×3/2 | max-pool/2."""
-
-    def __init__(self, src: torch.nn.Module) -> None:
-        super().__init__()
-        self.tower, self.tower_1 = _convs(src.tower), _convs(src.tower_1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.tower(x), self.tower_1(x), F.max_pool2d(x, 3, 2)], 1)
+        return torch.cat([getattr(self, name)(x) for name in self.names] + [F.max_pool2d(x, 3, 2)], 1)
 
 
 class InceptionE(nn.Module):
@@ -124,9 +117,9 @@ class InceptionV3(nn.Module):
             ("pool0", nn.MaxPool2d(3, 2)), ("conv_3", Conv(s.conv_3)), ("conv_4", Conv(s.conv_4)),
             ("pool1", nn.MaxPool2d(3, 2))]
         blocks += [(f"mixed{sfx}", InceptionAC(getattr(s, f"mixed{sfx}"))) for sfx in ("", "_1", "_2")]
-        blocks += [("mixed_3", InceptionB(s.mixed_3))]
+        blocks += [("mixed_3", Reduction(s.mixed_3, ("conv", "tower")))]
         blocks += [(f"mixed_{i}", InceptionAC(getattr(s, f"mixed_{i}"))) for i in (4, 5, 6, 7)]
-        blocks += [("mixed_8", InceptionD(s.mixed_8)), ("mixed_9", InceptionE(s.mixed_9, max_pool=False)),
+        blocks += [("mixed_8", Reduction(s.mixed_8, ("tower", "tower_1"))), ("mixed_9", InceptionE(s.mixed_9, max_pool=False)),
                    ("mixed_10", InceptionE(s.mixed_10, max_pool=True)), ("pool2", nn.AvgPool2d(8))]
         self.layers = nn.Sequential(OrderedDict(blocks))
         self.requires_grad_(False)
