@@ -33,7 +33,8 @@ def test_help_lists_commands_and_options():
         assert cmd in p.stdout
     p = facegan("train", "--help")
     assert p.returncode == 0
-    for opt in ("--preset", "--max-images", "--epochs", "--max-time", "--resume", "--seed", "--batch"):
+    for opt in ("--preset", "--max-images", "--epochs", "--max-time", "--resume", "--seed", "--batch", "--recipe",
+                "--ema-kimg"):
         assert opt in p.stdout
 
 
@@ -51,6 +52,8 @@ def test_presets_table():
         (["train", "/no/such/folder", "--preset", "quick", "--out", "{tmp}/r"], "/no/such/folder"),
         (["train", "{tmp}/empty", "--preset", "quick", "--out", "{tmp}/r"], "empty"),
         (["train", "--preset", "nope", "--out", "{tmp}/r"], "unknown preset"),
+        (["train", "--preset", "quick", "--recipe", "modern", "--out", "{tmp}/r"], "unknown recipe"),
+        (["train", "--preset", "faces64", "--ema", "0.99", "--ema-kimg", "10", "--out", "{tmp}/r"], "not both"),
         (["generate", "{tmp}/missing-run"], "missing-run"),
         (["generate", "{tmp}/empty"], "no checkpoints"),
         (["generate", "{tmp}/fake.safetensors"], "not a readable facegan checkpoint"),

@@ -121,6 +121,13 @@ def test_ema_update_and_bn_recalibration():
         assert torch.allclose(e, 0.9 * o + 0.1 * g, atol=1e-6)
     assert ema.decay_at(0, 0.999) == pytest.approx(0.1) and ema.decay_at(10**6, 0.999) == 0.999
 
+    # the half-life form: a half-life of kimg thousand images, at most rampup × the images seen
+    per_step = 32
+    assert ema.half_life_decay(10**7, per_step, 10.0, 0.05) ** (10_000 / per_step) == pytest.approx(0.5)
+    assert ema.half_life_decay(20_000, per_step, 10.0, 0.05) ** (1_000 / per_step) == pytest.approx(0.5)  # ramped
+    assert ema.half_life_decay(20_000, per_step, 10.0, 0.0) == ema.half_life_decay(10**7, per_step, 10.0, 0.05)
+    assert ema.half_life_decay(0, per_step, 10.0, 0.05) < 1e-6  # the first step copies G
+
     ema.recalibrate_bn(G_ema, seed=3, n=96, batch=32)
     bn = G_ema.body[0]
     from facegan.models.dcgan import latents
@@ -156,7 +163,8 @@ def test_gan_step_options_change_the_computation():
 
 
 @pytest.mark.parametrize("options", [
-    dict(loss="hinge"), dict(loss="ls", label_smoothing=0.1), dict(ema=0.99), dict(augment="color,translation,cutout"),
+    dict(loss="hinge"), dict(loss="ls", label_smoothing=0.1), dict(ema=0.99), dict(ema_kimg=0.5),
+    dict(augment="color,translation,cutout"),
     dict(r1=1.0, r1_every=2), dict(d_norm="spectral"), dict(g_up="resize"), dict(d_mbstd=True),
     dict(lr_g=1e-4, lr_d=4e-4, beta1=0.0, beta2=0.9),
 ])
@@ -173,7 +181,7 @@ def test_each_option_trains_with_finite_losses(tiny_cfg, options):
         assert all(r["r1"] > 0 for r in recs)
     if "lr_d" in options:
         assert meta["optD"][0]["lr"] == 4e-4 and meta["optG"][0]["lr"] == 1e-4 and meta["optD"][0]["betas"] == [0.0, 0.9]
-    if "ema" in options:
+    if "ema" in options or "ema_kimg" in options:
         ema_keys = [k for k in tensors if k.startswith("G_ema.")]
         assert len(ema_keys) == len([k for k in tensors if k.startswith("G.")])
         assert not torch.equal(tensors["G_ema.entry.weight"], tensors["G.entry.weight"])
@@ -182,8 +190,8 @@ def test_each_option_trains_with_finite_losses(tiny_cfg, options):
 
 
 @pytest.mark.slow
-def test_modern_options_resume_bit_identically(tmp_path, tiny_cfg):
-    cfg = replace(tiny_cfg, loss="hinge", ema=0.99, augment="color,translation,cutout", r1=0.5, r1_every=3, flip=True,
+def test_stabiliser_options_resume_bit_identically(tmp_path, tiny_cfg):
+    cfg = replace(tiny_cfg, loss="hinge", ema_kimg=0.05, augment="color,translation,cutout", r1=0.5, r1_every=3, flip=True,
                   model=replace(tiny_cfg.model, d_norm="spectral", d_mbstd=True))
     full = train(replace(cfg, out=str(tmp_path / "full")), progress=False)
     half = train(replace(cfg, out=str(tmp_path / "half"), max_images=cfg.max_images // 2), progress=False)
@@ -195,7 +203,8 @@ def test_modern_options_resume_bit_identically(tmp_path, tiny_cfg):
 
 def test_bad_stabiliser_options_are_one_line_errors(tiny_cfg):
     for bad, msg in [(dict(loss="wgan"), "--loss"), (dict(loss="hinge", label_noise=0.1), "hinge"),
-                     (dict(augment="color,zoom"), "--augment"), (dict(ema=1.5), "--ema")]:
+                     (dict(augment="color,zoom"), "--augment"), (dict(ema=1.5), "--ema"),
+                     (dict(ema=0.99, ema_kimg=10.0), "not both"), (dict(ema_kimg=-1.0), "--ema-kimg")]:
         with pytest.raises(FaceganError, match=msg):
             train(replace(tiny_cfg, **bad), progress=False)
 
@@ -204,14 +213,18 @@ def test_bad_stabiliser_options_are_one_line_errors(tiny_cfg):
 def test_recipes_and_presets():
     classic = config.resolve("faces64", recipe="classic")
     dcgan = config.resolve("dcgan64")
-    assert replace(classic, preset="dcgan64", epochs=dcgan.epochs) == dcgan  # the seed project exactly
-    modern = config.resolve("faces64")
-    assert modern.recipe == "modern" and modern.ema == 0.999 and modern.flip and modern.model == dcgan.model
-    assert replace(modern, preset="dcgan64", recipe="classic", ema=0.0, flip=False, epochs=dcgan.epochs) == dcgan
-    assert config.resolve("dcgan64", recipe="modern").ema == 0.999
-    assert config.resolve("faces128").model.res == 128 and config.resolve("faces128").recipe == "modern"
+    assert replace(classic, preset="dcgan64", epochs=dcgan.epochs) == dcgan  # the seed project exactly, batch 128 too
+    assert dcgan.batch == 128 and dcgan.ema == 0 and dcgan.ema_kimg == 0 and not dcgan.flip
+    faces = config.resolve("faces64")
+    assert faces.recipe == config.DEFAULT_RECIPE == "b16-ema" and faces.model == dcgan.model
+    assert (faces.batch, faces.ema_kimg, faces.ema_rampup, faces.flip, faces.ema) == (16, 10.0, 0.05, False, 0.0)
+    assert replace(faces, preset="dcgan64", recipe="classic", batch=128, ema_kimg=0.0,
+                   epochs=dcgan.epochs) == dcgan  # the recipe is exactly what its name lists
+    assert config.resolve("dcgan64", recipe="b16-ema").batch == 16
+    assert config.resolve("faces128").model.res == 128 and config.resolve("faces128").recipe == "b16-ema"
     assert config.resolve("faces64", loss="ls").loss == "ls"  # explicit flags beat the recipe
+    assert config.resolve("faces64", batch=64).batch == 64
+    per_step = config.resolve("faces64", ema=0.999)  # an explicit EMA of the other form replaces the recipe's
+    assert (per_step.ema, per_step.ema_kimg) == (0.999, 0.0)
     with pytest.raises(FaceganError, match="unknown recipe"):
-        config.resolve("faces64", recipe="fancy")
-    with pytest.raises(FaceganError, match="d_norm"):
-        config.resolve("dcgan64", d_norm="layer")
+        config.resolve("faces64", recipe="modern")

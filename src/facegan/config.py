@@ -40,9 +40,10 @@ class TrainConfig(_NestsModel):
     Stabilisers (README, "recipes"): ``loss`` bce | hinge | ls; ``ema`` β > 0 keeps an
     exponential moving average of G (β per step) used for samples, checkpoints' G_ema and
     evaluation; ``augment`` a DiffAugment policy such as "color,translation,cutout" applied to
-    everything D sees; ``r1`` γ > 0 adds γ/2·‖∇D(real)‖² every ``r1_every`` steps (lazy R1,
+    everything D sees; ``ema_kimg`` K > 0 is the same average stated as a half-life of K thousand
+    images (StyleGAN), capped at ``ema_rampup`` × the images seen so far (0 = no ramp-up); ``r1`` γ > 0 adds γ/2·‖∇D(real)‖² every ``r1_every`` steps (lazy R1,
     scaled by r1_every); two-time-scale learning rates are ``lr_g`` ≠ ``lr_d``. ``recipe`` names
-    the set of these a preset was resolved with ("classic" or "modern"; see RECIPES).
+    the set of these a preset was resolved with (see RECIPES).
     ``eval_every`` K > 0 computes FID/KID of ``eval_n`` faces against the training data every K
     steps (needs the metrics extra) and keeps the best-FID checkpoint.
     Speed options (none changes what is computed beyond rounding; defaults are the measured
@@ -71,6 +72,8 @@ class TrainConfig(_NestsModel):
     flip: bool = False
     loss: str = "bce"
     ema: float = 0.0
+    ema_kimg: float = 0.0
+    ema_rampup: float = 0.05
     augment: str = ""
     r1: float = 0.0
     r1_every: int = 16
@@ -104,6 +107,7 @@ class Preset:
 
 
 BUDGETS = {"max_images", "epochs", "max_time"}
+DEFAULT_RECIPE = "b16-ema"  # of the faces* presets; see RECIPES
 
 PRESETS: dict[str, Preset] = {
     "quick": Preset(
@@ -118,9 +122,9 @@ PRESETS: dict[str, Preset] = {
     ),
     "faces64": Preset(
         ModelConfig(res=64, z_dim=100, g_width=64, d_width=64, width_cap=512),
-        "dcgan64's net with the modern recipe (EMA generator, flips): the 64² default",
+        "dcgan64's net with the b16-ema recipe (batch 16, EMA G with a 10k-image half-life): the 64² default",
         dict(batch=128, epochs=30),
-        recipe="modern",
+        recipe=DEFAULT_RECIPE,
     ),
     "celeba128": Preset(
         ModelConfig(res=128, z_dim=100, g_width=64, d_width=64, width_cap=1024),
@@ -129,9 +133,9 @@ PRESETS: dict[str, Preset] = {
     ),
     "faces128": Preset(
         ModelConfig(res=128, z_dim=100, g_width=64, d_width=64, width_cap=1024),
-        "celeba128's net with the modern recipe: the 128² default",
+        "celeba128's net with the b16-ema recipe: the 128² default",
         dict(batch=64, epochs=30),
-        recipe="modern",
+        recipe=DEFAULT_RECIPE,
     ),
     "faces128-z32": Preset(
         ModelConfig(res=128, z_dim=32, g_entry="linear", entry_res=16, g_pre=1, g_post=3,
@@ -155,15 +159,17 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-# A recipe is a set of stabilisers applied on top of a preset's own (seed-project) settings.
-# "classic" adds nothing: the seed project's behaviour exactly. "modern" is what the ablation in
-# docs/benchmarks.md supports so far: an EMA generator (FID 109 → 97 at equal images) and flips;
-# spectral norm + hinge, TTUR and DiffAugment each made FID worse at the budgets measured, so
-# they stay options. README "Recipes" gives the reasoning.
+# A recipe is a set of training choices applied on top of a preset's own (seed-project) settings;
+# its name lists what it contains. "classic" adds nothing: the seed project's behaviour exactly,
+# batch included. "b16-ema" is what the recipe search (issue #13, docs/benchmarks.md "Default
+# recipe search") found: 8× the updates per image of the tutorial's batch 128 and an EMA generator
+# whose half-life is stated in images; flips did not help at the budgets measured, so they stay
+# an option (for long runs on small sets). README "Recipes" gives the reasoning and numbers.
 RECIPES: dict[str, dict[str, Any]] = {
     "classic": {},
-    "modern": dict(ema=0.999, flip=True),
+    "b16-ema": dict(batch=16, ema_kimg=10.0, ema_rampup=0.05),
 }
+EMA_FORMS = ("ema", "ema_kimg")  # an explicit EMA of one form replaces a recipe's EMA of the other
 
 
 def resolve(preset: str, recipe: str | None = None, **overrides: Any) -> TrainConfig:
@@ -184,7 +190,12 @@ def resolve(preset: str, recipe: str | None = None, **overrides: Any) -> TrainCo
 
         raise FaceganError(f"unknown recipe {recipe!r}; choose one of: {', '.join(RECIPES)}")
     model_fields = {f.name for f in fields(ModelConfig)}
-    layered = {**RECIPES[recipe], **{k: v for k, v in overrides.items() if v is not None}}
+    explicit = {k: v for k, v in overrides.items() if v is not None}
+    from_recipe = dict(RECIPES[recipe])
+    for form in EMA_FORMS:
+        if explicit.get(form):
+            from_recipe.pop(EMA_FORMS[1 - EMA_FORMS.index(form)], None)
+    layered = {**from_recipe, **explicit}
     model_over = {k: v for k, v in layered.items() if k in model_fields}
     train_over = {k: v for k, v in layered.items() if k not in model_fields}
     own = dict(p.train)

@@ -31,6 +31,17 @@ def decay_at(step: int, target: float) -> float:
     return min(target, (1 + step) / (10 + step))
 
 
+def half_life_decay(images: int, images_per_step: int, kimg: float, rampup: float) -> float:
+    """Per-step decay for an EMA whose half-life is ``kimg`` thousand images (StyleGAN's form).
+
+    Stated in images rather than steps, the average spans the same stretch of training whatever
+    the batch size. With ``rampup`` r > 0 the half-life is at most r × the images seen so far, so
+    early on the average forgets the random init quickly and never lags far behind G.
+    """
+    half_life = kimg * 1000 if rampup <= 0 else min(kimg * 1000, rampup * max(images, 1))
+    return 0.5 ** (images_per_step / max(half_life, 1e-8))
+
+
 @torch.no_grad()
 def update(ema: nn.Module, model: nn.Module, decay: float) -> None:
     """ema ← decay·ema + (1−decay)·model, parameters only (buffers are recalibrated instead)."""

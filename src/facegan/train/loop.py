@@ -150,7 +150,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
     opt_g, opt_d = optimizers(G, D, cfg, device)
     # compiled wrappers share G's and D's parameters; checkpoints and sampling use the plain modules
     G_run, D_run = (torch.compile(G, dynamic=False), torch.compile(D, dynamic=False)) if cfg.compile else (G, D)
-    G_ema = ema.make(G) if cfg.ema > 0 else None
+    G_ema = ema.make(G) if cfg.ema > 0 or cfg.ema_kimg > 0 else None
     gen = torch.Generator(device).manual_seed(cfg.seed + 1)  # latents, label noise, flips, augmentation
     step = 0
     if resume:
@@ -269,7 +269,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
                 opts = with_r1 if cfg.r1 > 0 and step % cfg.r1_every == 0 else plain
                 acc += gan_step(G_run, D_run, opt_g, opt_d, real, z, targets, autocast, opts, gen)
                 if G_ema is not None:
-                    ema.update(G_ema, G, ema.decay_at(step, cfg.ema))
+                    ema.update(G_ema, G, ema.decay_at(step, cfg.ema) if cfg.ema else
+                               ema.half_life_decay(step * per_step, per_step, cfg.ema_kimg, cfg.ema_rampup))
                 n_acc += 1
                 step += 1
                 if step % cfg.log_every == 0:
@@ -363,6 +364,10 @@ def _check_stabilisers(cfg: TrainConfig) -> tuple[str, ...]:
         raise FaceganError("label smoothing/noise/flips set targets, which the hinge loss has none of; use --loss bce or ls")
     if not 0 <= cfg.ema < 1:
         raise FaceganError(f"--ema is a decay in [0, 1) (e.g. 0.999), not {cfg.ema}")
+    if cfg.ema_kimg < 0 or cfg.ema_rampup < 0:
+        raise FaceganError("--ema-kimg and --ema-rampup must be ≥ 0")
+    if cfg.ema and cfg.ema_kimg:
+        raise FaceganError("give the EMA either as a per-step decay (--ema) or as a half-life (--ema-kimg), not both")
     if cfg.r1 < 0 or cfg.r1_every < 1:
         raise FaceganError("--r1 must be ≥ 0 and --r1-every ≥ 1")
     try:
