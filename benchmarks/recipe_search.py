@@ -165,7 +165,7 @@ def evaluate_run(run: Path, key: dict, results: Path, refs: tuple, n: int, backe
             t = time.time()
             r = score(G, n, *refs, backend=backend)
             rec = {**key, "images": images, "step": step, "wall_s": round(walls.get(step, float("nan")), 1),
-                   "variant": v, "n_fake": n, **{k: float(x) for k, x in r.items()}, "eval_s": round(time.time() - t, 1)}
+                   "variant": v, "n_fake": n, **{name: float(x) for name, x in r.items()}, "eval_s": round(time.time() - t, 1)}
             with open(results, "a") as f:
                 f.write(json.dumps(rec) + "\n")
             print(f"  {key['row']} s{key['seed']} {images:>7,} img {v:<9} FID {r['fid']:7.2f}  held-out {r['fid_holdout']:7.2f}"
