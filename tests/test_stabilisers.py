@@ -228,3 +228,7 @@ def test_recipes_and_presets():
     assert (per_step.ema, per_step.ema_kimg) == (0.999, 0.0)
     with pytest.raises(FaceganError, match="unknown recipe"):
         config.resolve("faces64", recipe="modern")
+    with pytest.raises(FaceganError, match="unknown recipe"):
+        config.resolve("faces64", recipe="fancy")
+    with pytest.raises(FaceganError, match="d_norm"):
+        config.resolve("dcgan64", d_norm="layer")

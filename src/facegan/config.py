@@ -169,7 +169,6 @@ RECIPES: dict[str, dict[str, Any]] = {
     "classic": {},
     "b16-ema": dict(batch=16, ema_kimg=10.0, ema_rampup=0.05),
 }
-EMA_FORMS = ("ema", "ema_kimg")  # an explicit EMA of one form replaces a recipe's EMA of the other
 
 
 def resolve(preset: str, recipe: str | None = None, **overrides: Any) -> TrainConfig:
@@ -192,9 +191,10 @@ def resolve(preset: str, recipe: str | None = None, **overrides: Any) -> TrainCo
     model_fields = {f.name for f in fields(ModelConfig)}
     explicit = {k: v for k, v in overrides.items() if v is not None}
     from_recipe = dict(RECIPES[recipe])
-    for form in EMA_FORMS:
-        if explicit.get(form):
-            from_recipe.pop(EMA_FORMS[1 - EMA_FORMS.index(form)], None)
+    if explicit.get("ema"):  # an explicit EMA of one form replaces the recipe's EMA of the other
+        from_recipe.pop("ema_kimg", None)
+    if explicit.get("ema_kimg"):
+        from_recipe.pop("ema", None)
     layered = {**from_recipe, **explicit}
     model_over = {k: v for k, v in layered.items() if k in model_fields}
     train_over = {k: v for k, v in layered.items() if k not in model_fields}

@@ -12,6 +12,7 @@ result is deterministic and resume stays exact.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -40,6 +41,16 @@ def half_life_decay(images: int, images_per_step: int, kimg: float, rampup: floa
     """
     half_life = kimg * 1000 if rampup <= 0 else min(kimg * 1000, rampup * max(images, 1))
     return 0.5 ** (images_per_step / max(half_life, 1e-8))
+
+
+def schedule(per_step_decay: float, kimg: float, rampup: float, images_per_step: int) -> Callable[[int], float] | None:
+    """The run's EMA decay as a function of the step, from whichever form the config gives
+    (``--ema`` per step, or ``--ema-kimg`` half-life); None when the run keeps no EMA."""
+    if per_step_decay > 0:
+        return lambda step: decay_at(step, per_step_decay)
+    if kimg > 0:
+        return lambda step: half_life_decay(step * images_per_step, images_per_step, kimg, rampup)
+    return None
 
 
 @torch.no_grad()

@@ -150,7 +150,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
     opt_g, opt_d = optimizers(G, D, cfg, device)
     # compiled wrappers share G's and D's parameters; checkpoints and sampling use the plain modules
     G_run, D_run = (torch.compile(G, dynamic=False), torch.compile(D, dynamic=False)) if cfg.compile else (G, D)
-    G_ema = ema.make(G) if cfg.ema > 0 or cfg.ema_kimg > 0 else None
+    ema_decay = ema.schedule(cfg.ema, cfg.ema_kimg, cfg.ema_rampup, cfg.batch * world)
+    G_ema = ema.make(G) if ema_decay else None
     gen = torch.Generator(device).manual_seed(cfg.seed + 1)  # latents, label noise, flips, augmentation
     step = 0
     if resume:
@@ -269,8 +270,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
                 opts = with_r1 if cfg.r1 > 0 and step % cfg.r1_every == 0 else plain
                 acc += gan_step(G_run, D_run, opt_g, opt_d, real, z, targets, autocast, opts, gen)
                 if G_ema is not None:
-                    ema.update(G_ema, G, ema.decay_at(step, cfg.ema) if cfg.ema else
-                               ema.half_life_decay(step * per_step, per_step, cfg.ema_kimg, cfg.ema_rampup))
+                    ema.update(G_ema, G, ema_decay(step))
                 n_acc += 1
                 step += 1
                 if step % cfg.log_every == 0:
