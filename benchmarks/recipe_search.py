@@ -34,12 +34,12 @@ from typing import Any
 import numpy as np
 from machine import describe
 
-from facegan import checkpoint, config, metrics, viz
+from facegan import checkpoint, config, load_generator, metrics, viz
 from facegan.data.prepare import manifest_path, open_prepared, resolve_dataset
 from facegan.device import pick_device
 from facegan.fileio import atomic_path
 from facegan.metrics import inception
-from facegan.models.dcgan import Generator, ModelConfig
+from facegan.models.dcgan import Generator
 from facegan.train.loop import train
 from facegan.viz import read_metrics
 
@@ -121,24 +121,16 @@ def wall_at(run: Path) -> dict[int, float]:
 
 def generators(path: Path, variants: tuple[str, ...]) -> dict[str, Generator]:
     """The checkpoint's EMA generator ("ema"), raw one ("live") and EMA weights with G's BN statistics."""
-    tensors, meta = checkpoint.load(path)
-    out = {}
-    for v in variants:
-        G = Generator(ModelConfig.from_dict(meta["config"]["model"]))
-        if v == "live":
-            G.load_state_dict(checkpoint.module_state(tensors, "G"))
-        else:
-            state = checkpoint.module_state(tensors, "G_ema")
-            if v == "bn-copied":  # the running statistics G collected for its own, live weights
-                live = checkpoint.module_state(tensors, "G")
-                state.update({k: t for k, t in live.items() if "running_" in k or "num_batches" in k})
-            G.load_state_dict(state)
-        out[v] = G.eval()
+    out = {v: load_generator(path, ema=v != "live") for v in variants}
+    if "bn-copied" in out:  # the running statistics G collected for its own, live weights
+        live = checkpoint.module_state(checkpoint.load(path)[0], "G")
+        out["bn-copied"].load_state_dict({k: t for k, t in live.items() if "running_" in k or "num_batches" in k},
+                                         strict=False)
     return out
 
 
 def score(G: Generator, n: int, ref: np.ndarray, hold: np.ndarray, ref_images: np.ndarray, backend: str) -> dict:
-    faces = np.concatenate([G.sample(min(256, n - s), seed=SAMPLE_SEED, start=s) for s in range(0, n, 256)])
+    faces = G.sample(n, seed=SAMPLE_SEED)
     feats = inception.extract(faces, progress=False, backend=backend)
     r = metrics.compute(["fid", "kid", "pr", "mem"], metrics.MetricInput(real=ref, fake=feats, real_images=ref_images,
                                                                          fake_images=faces, seed=SAMPLE_SEED))
@@ -153,11 +145,11 @@ def load_results(path: Path) -> list[dict]:
 def evaluate_run(run: Path, key: dict, results: Path, refs: tuple, n: int, backend: str, every: int) -> None:
     """Score the run's checkpoints not yet in ``results``; one a few steps before the final one is skipped."""
     done = {(r["images"], r["variant"]) for r in load_results(results) if all(r[k] == v for k, v in key.items())}
-    ckpts = [(int(checkpoint.load(p)[1]["images"]), p) for p in checkpoint.list_checkpoints(run)]
-    ckpts = [(i, p) for k, (i, p) in enumerate(ckpts) if k == len(ckpts) - 1 or ckpts[-1][0] - i >= every / 2]
+    metas = [(p, checkpoint.load(p)[1]) for p in checkpoint.list_checkpoints(run)]
+    ckpts = [(p, int(m["images"]), int(m["step"])) for p, m in metas]
+    ckpts = [c for k, c in enumerate(ckpts) if k == len(ckpts) - 1 or ckpts[-1][1] - c[1] >= every / 2]
     walls = wall_at(run)
-    for k, (images, path) in enumerate(ckpts):
-        step = int(checkpoint.load(path)[1]["step"])
+    for k, (path, images, step) in enumerate(ckpts):
         final = k == len(ckpts) - 1
         variants = ("ema", "live", "bn-copied") if final and key["seed"] == ABLATE_SEED else ("ema", "live")
         todo = [v for v in variants if (images, v) not in done]
@@ -239,15 +231,13 @@ def plots(recs: list[dict], preset: str, out: Path) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
     for i, row in enumerate(sorted({r["row"] for r in recs if r["preset"] == preset}, key=list(ROWS).index)):
         for variant, style in (("ema", "o-"), ("live", "s--")):
-            pts = [r for r in recs if r["row"] == row and r["preset"] == preset and r["variant"] == variant]
-            xs = sorted({r["images"] for r in pts})
-            if len(xs) < 2:
+            pts = curve(recs, preset, row, variant)
+            if len(pts) < 2:
                 continue
-            fid = [np.mean([r["fid"] for r in pts if r["images"] == x]) for x in xs]
-            wall = [np.mean([r["wall_s"] for r in pts if r["images"] == x]) / 60 for x in xs]
+            images, wall, fid = zip(*pts)
             label = row + GENERATORS[variant]
-            axes[0].plot([x / 1000 for x in xs], fid, style, color=f"C{i}", label=label)
-            axes[1].plot(wall, fid, style, color=f"C{i}", label=label)
+            axes[0].plot([x / 1000 for x in images], fid, style, color=f"C{i}", label=label)
+            axes[1].plot([t / 60 for t in wall], fid, style, color=f"C{i}", label=label)
     axes[0].set_xlabel("thousand images seen")
     axes[1].set_xlabel("training wall time (min)")
     for ax in axes:
