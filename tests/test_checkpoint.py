@@ -1,28 +1,47 @@
+import os
 import pickle
+import stat
 
 import pytest
 import torch
+from conftest import TINY, real_state
 
 from facegan import checkpoint
+from facegan.config import TrainConfig
 from facegan.errors import FaceganError
 
+CFG = TrainConfig(preset="tiny", batch=4, max_images=64, model=TINY)
 
-def _tensors(v: float) -> dict[str, torch.Tensor]:
-    return {"G.w": torch.full((3, 3), v), "rng": torch.arange(4, dtype=torch.uint8)}
+
+def _tensors(v: float) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors, meta = real_state(CFG)
+    return {**tensors, _first(tensors): torch.full_like(tensors[_first(tensors)], v)}, meta
+
+
+def _first(tensors: dict[str, torch.Tensor]) -> str:
+    return min(k for k in tensors if k.startswith("G.") and tensors[k].is_floating_point())
 
 
 def test_roundtrip_and_keep_last_k(tmp_path):
     for step in (10, 20, 30, 40):
-        checkpoint.save(tmp_path, step, _tensors(step), {"config": {"a": 1}}, keep=2)
+        checkpoint.save(tmp_path, step, *_tensors(step), keep=2)
     names = [p.name for p in checkpoint.list_checkpoints(tmp_path)]
     assert names == ["ckpt-00000030.safetensors", "ckpt-00000040.safetensors"]
     tensors, meta = checkpoint.load(tmp_path)  # a run folder means its latest checkpoint
-    assert meta["step"] == 40 and meta["config"] == {"a": 1}
-    assert torch.equal(tensors["G.w"], torch.full((3, 3), 40.0))
+    assert meta["step"] == 40 and meta["config"] == CFG.to_dict()
+    assert bool((tensors[_first(tensors)] == 40.0).all())
+    mode = stat.S_IMODE(os.stat(checkpoint.list_checkpoints(tmp_path)[-1]).st_mode)
+    assert mode == 0o666 & ~_umask()  # like every other file of the run, not safetensors' 0600
+
+
+def _umask() -> int:
+    old = os.umask(0)
+    os.umask(old)
+    return old
 
 
 def test_crash_while_writing_leaves_previous_checkpoint_intact(tmp_path, monkeypatch):
-    good = checkpoint.save(tmp_path, 1, _tensors(1), {})
+    good = checkpoint.save(tmp_path, 1, *_tensors(1))
     before = good.read_bytes()
 
     def crash(tensors, filename, metadata=None):
@@ -32,7 +51,7 @@ def test_crash_while_writing_leaves_previous_checkpoint_intact(tmp_path, monkeyp
 
     monkeypatch.setattr(checkpoint, "save_file", crash)
     with pytest.raises(OSError):
-        checkpoint.save(tmp_path, 2, _tensors(2), {})
+        checkpoint.save(tmp_path, 2, *_tensors(2))
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == [good.name]  # no temp file left
     assert good.read_bytes() == before
     assert checkpoint.load(tmp_path)[1]["step"] == 1

@@ -6,12 +6,13 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import TINY
+from conftest import TINY, real_state
 from PIL import Image
 from typer.testing import CliRunner
 
 from facegan import checkpoint, sample, viz
 from facegan.cli import app
+from facegan.config import TrainConfig
 from facegan.errors import FaceganError
 from facegan.models.dcgan import Generator, latents
 
@@ -26,7 +27,8 @@ def vivid(tmp_path):
         if p.dim() > 1:
             torch.nn.init.normal_(p, 0.0, 0.2)
     run = tmp_path / "run"
-    checkpoint.save(run, 1, {f"G.{k}": v for k, v in G.state_dict().items()}, {"config": {"model": TINY.to_dict()}})
+    tensors, meta = real_state(TrainConfig(preset="tiny", batch=4, max_images=64, model=TINY))
+    checkpoint.save(run, 1, {**tensors, **{f"G.{k}": v for k, v in G.state_dict().items()}}, meta)
     return run
 
 

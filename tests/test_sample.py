@@ -6,11 +6,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import TINY
+from conftest import TINY, real_state
 from PIL import Image
 from test_cli import _one_error_line, facegan
 
 from facegan import checkpoint, sample, viz
+from facegan.config import TrainConfig
 from facegan.device import native_bf16
 from facegan.errors import FaceganError
 from facegan.models.dcgan import Generator
@@ -98,7 +99,8 @@ def test_bf16_faces_are_close_and_recorded(G, tmp_path):
 @pytest.mark.slow
 def test_cli_bf16_only_where_the_hardware_has_it(G, tmp_path):
     run = tmp_path / "run"
-    checkpoint.save(run, 1, {f"G.{k}": v for k, v in G.state_dict().items()}, {"config": {"model": TINY.to_dict()}})
+    tensors, meta = real_state(TrainConfig(preset="tiny", batch=4, max_images=64, model=TINY))
+    checkpoint.save(run, 1, {**tensors, **{f"G.{k}": v for k, v in G.state_dict().items()}}, meta)
     p = facegan("generate", str(run), "-n", "2", "--precision", "bf16", "--device", "cpu", "--out", str(tmp_path / "gen"))
     if native_bf16(torch.device("cpu")):
         assert p.returncode == 0, p.stderr

@@ -1,13 +1,20 @@
-"""Checkpoints that survive crashes and can never execute code.
+"""Checkpoints that survive crashes, can never execute code, and are checked before they are used.
 
 A checkpoint is ONE safetensors file: tensors (G, D, optimizer moments, RNG states) plus a JSON
 document in the safetensors header (config, step, images seen, optimizer hyper-parameters).
 Safetensors holds raw arrays only, so loading a checkpoint from anywhere is safe — unlike the
 pickles of torch.save, which run arbitrary code and broke between versions elsewhere.
 
+A file is still data from anywhere, so :func:`load` trusts nothing past the header: the config
+is type- and range-checked, the nets it describes are built on the ``meta`` device (which
+allocates nothing) to list the names, shapes and dtypes the file must hold — no more, no fewer
+— and only then are tensors read, and refused if any is NaN or infinite. A 1 KB file claiming a
+200 000-map generator is therefore one ``error:`` line, not a 2.5 TB allocation.
+
 Writes are atomic: the file is written under a temporary name in the same folder, fsynced and
 renamed, so a run killed at any instant leaves every previous checkpoint intact and never a
-half-written one under a checkpoint name.
+half-written one under a checkpoint name. Nothing non-finite is ever written: a diverged state
+(inf in a BatchNorm buffer included) is refused, so the last good checkpoint stays the last one.
 """
 
 from __future__ import annotations
@@ -22,20 +29,41 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from facegan.config import SRTrainConfig, TrainConfig, validate
 from facegan.errors import FaceganError
 from facegan.fileio import atomic_path
+from facegan.models.dcgan import build
+from facegan.models.srresnet import build_sr
+from facegan.train import ema
 
 FORMAT = "facegan-checkpoint-1"
 BEST = "best.safetensors"
 UPSCALER = "upscaler"  # meta "kind" of `train-sr` checkpoints; GAN checkpoints have no kind
 _NAME = re.compile(r"^ckpt-(\d{8})\.safetensors$")
+_OS_ERROR = re.compile(r"I/O error: (?P<what>.*?) \(os error (?P<errno>\d+)\)")
 
 
 def write_atomic(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Write tensors + meta to ``path`` via temp file, fsync and rename."""
+    """Write tensors + meta to ``path`` via temp file, fsync and rename; refuse non-finite values.
+
+    Every floating tensor is checked, buffers included: a huge learning rate can leave the
+    logged losses finite while D's BatchNorm running_var is already inf.
+    """
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        good = list_checkpoints(run_dir(Path(path)))
+        raise FaceganError(f"the run diverged: {', '.join(bad[:3])}{' …' if len(bad) > 3 else ''} hold NaN/inf, so "
+                           f"{Path(path).name} was not written; last good checkpoint: {good[-1] if good else 'none'}; "
+                           "try a lower learning rate", exit_code=3)
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"facegan": json.dumps(meta)})
+        try:
+            save_file(tensors, str(tmp), metadata={"facegan": json.dumps(meta)})
+        except SafetensorError as e:  # the Rust writer reports a full disk as its own error type
+            io = _OS_ERROR.search(str(e))
+            if io is None:
+                raise
+            raise OSError(int(io["errno"]), io["what"], str(path)) from None
 
 
 def module_state(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -76,7 +104,7 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     ckdir = Path(run_dir) / "checkpoints"
     if not ckdir.is_dir():
         return []
-    return sorted(p for p in ckdir.iterdir() if _NAME.match(p.name))
+    return sorted(p for p in ckdir.iterdir() if _NAME.match(p.name) and p.is_file())
 
 
 def find(path: str | Path) -> Path:
@@ -93,18 +121,106 @@ def find(path: str | Path) -> Path:
 
 
 def load(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(tensors, meta) of a checkpoint; a clear FaceganError for anything that is not one."""
+    """(tensors, meta) of a checkpoint, wholly validated; a one-line FaceganError for anything else."""
+    p, meta = _inspect(path)
+    try:
+        tensors = load_file(str(p))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise FaceganError(f"{p} is not a readable facegan checkpoint ({type(e).__name__}: {e})") from None
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise FaceganError(f"{p} is damaged: {', '.join(bad[:3])} hold NaN/inf values")
+    return tensors, meta
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """The validated JSON meta of a checkpoint, reading only its header (no tensor data)."""
+    return _inspect(path)[1]
+
+
+def _inspect(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """Read and check a checkpoint's header: meta, config, and each tensor's name, shape and dtype."""
     p = find(path)
     try:
         with safe_open(str(p), framework="pt") as f:
             header = f.metadata() or {}
-        tensors = load_file(str(p))
+            have = {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
         meta = json.loads(header["facegan"])
-    except (SafetensorError, OSError, KeyError, ValueError) as e:
+    except (SafetensorError, OSError, KeyError, ValueError, TypeError) as e:
         raise FaceganError(f"{p} is not a readable facegan checkpoint ({type(e).__name__}: {e})") from None
-    if meta.get("format") != FORMAT:
-        raise FaceganError(f"{p} has checkpoint format {meta.get('format')!r}, expected {FORMAT!r}")
-    return tensors, meta
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        fmt = meta.get("format") if isinstance(meta, dict) else None
+        raise FaceganError(f"{p} has checkpoint format {fmt!r}, expected {FORMAT!r}")
+    try:
+        required, optional = _expected(meta)
+    except FaceganError as e:
+        raise FaceganError(f"{p} is damaged or not a facegan checkpoint: {e}") from None
+    problems = [f"missing tensor {k}" for k in required if k not in have]
+    problems += [f"unexpected tensor {k}" for k in have if k not in required and k not in optional]
+    for k, (shape, dtype) in have.items():
+        want = required.get(k) or optional.get(k)
+        if want is not None and not _fits(shape, dtype, want):
+            problems.append(f"{k} is {dtype}{list(shape)}, expected {want[1]}{list(want[0]) if want[0] else ''}")
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise FaceganError(f"{p} does not match its own config: {'; '.join(problems[:3])}{more}")
+    return p, meta
+
+
+_DTYPES = {torch.float32: "F32", torch.int64: "I64", torch.uint8: "U8"}
+_RNG_BYTES = 1 << 16  # a generator's state is a few KB; anything larger is not one
+Spec = tuple[tuple[int, ...] | None, str]  # shape (None: any 1-D up to _RNG_BYTES) and safetensors dtype
+
+
+def _fits(shape: tuple[int, ...], dtype: str, want: Spec) -> bool:
+    if want[0] is None:
+        return dtype == want[1] and len(shape) == 1 and shape[0] <= _RNG_BYTES
+    return (shape, dtype) == want
+
+
+def _expected(meta: dict[str, Any]) -> tuple[dict[str, Spec], dict[str, Spec]]:
+    """(required, optional) tensor specs for a checkpoint with this meta, from nets built on "meta"."""
+    for key in ("step", "images"):
+        if not isinstance(meta.get(key), int) or isinstance(meta[key], bool) or meta[key] < 0:
+            raise FaceganError(f"{key!r} is {meta.get(key)!r}, expected a count ≥ 0")
+    if "fid" in meta and not isinstance(meta["fid"], (int, float)):
+        raise FaceganError(f"'fid' is {meta['fid']!r}, expected a number")
+    kind = meta.get("kind")
+    if kind not in (None, UPSCALER):
+        raise FaceganError(f"unknown checkpoint kind {kind!r}")
+    cfg = (SRTrainConfig if kind == UPSCALER else TrainConfig).from_dict(meta.get("config"))
+    validate(cfg)
+    with torch.device("meta"):  # shapes without memory, whatever the config claims
+        nets = dict(zip(("SR", "D"), build_sr(cfg.model))) if kind == UPSCALER else dict(zip(("G", "D"), build(cfg.model)))
+    trained = {"optSR": "SR", "optD": "D"} if kind == UPSCALER else {"optG": "G", "optD": "D"}
+    if kind == UPSCALER and cfg.adv <= 0:  # the critic is saved only when it is trained
+        del nets["D"], trained["optD"]
+    if kind is None and ema.schedule(cfg.ema, cfg.ema_kimg, cfg.ema_rampup, cfg.batch) is not None:
+        nets["G_ema"] = nets["G"]
+    required: dict[str, Spec] = {"rng.torch": ((torch.get_rng_state().numel(),), "U8"), "rng.gen": (None, "U8")}
+    for prefix, net in nets.items():
+        required.update({f"{prefix}.{k}": (tuple(v.shape), _DTYPES.get(v.dtype, str(v.dtype))) for k, v in net.state_dict().items()})
+    for prefix, name in trained.items():
+        params = list(nets[name].parameters())
+        _check_groups(prefix, meta.get(prefix), len(params))
+        for i, w in enumerate(params):
+            required.update({f"{prefix}.{i}.step": ((), "F32"), f"{prefix}.{i}.exp_avg": (tuple(w.shape), "F32"),
+                             f"{prefix}.{i}.exp_avg_sq": (tuple(w.shape), "F32")})
+    return required, {"rng.cuda": (None, "U8")}
+
+
+def _check_groups(prefix: str, groups: Any, n_params: int) -> None:
+    """An optimizer's saved param groups: one Adam group over all parameters, with sane numbers."""
+    ok = isinstance(groups, list) and len(groups) == 1 and isinstance(groups[0], dict)
+    g = groups[0] if ok else {}
+    ok = ok and g.get("params") == list(range(n_params))
+    ok = ok and all(isinstance(g.get(k), (int, float)) and not isinstance(g.get(k), bool) and math.isfinite(g[k])
+                    and g[k] >= 0 for k in ("lr", "eps", "weight_decay"))
+    betas = g.get("betas")
+    ok = ok and isinstance(betas, list) and len(betas) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas)
+    ok = ok and all(isinstance(v, (bool, type(None))) for k, v in g.items() if k not in ("params", "lr", "eps", "weight_decay", "betas"))
+    if not ok:
+        raise FaceganError(f"{prefix!r} does not hold one Adam parameter group over {n_params} parameters")
 
 
 def pack_optimizer(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
@@ -126,8 +242,11 @@ def pack_rng(gen: torch.Generator, device: torch.device) -> dict[str, torch.Tens
 
 
 def unpack_rng(tensors: dict[str, torch.Tensor], gen: torch.Generator, device: torch.device) -> None:
-    """Inverse of :func:`pack_rng`."""
+    """Inverse of :func:`pack_rng`; a one-line error when the states come from another kind of device."""
     torch.set_rng_state(tensors["rng.torch"])
+    if tensors["rng.gen"].numel() != gen.get_state().numel():
+        raise FaceganError(f"this checkpoint's random state comes from another kind of device than {device.type}; "
+                           "resume on the device type the run was trained on (--device) for an exact continuation")
     gen.set_state(tensors["rng.gen"])
     if "rng.cuda" in tensors and device.type == "cuda":
         torch.cuda.set_rng_state(tensors["rng.cuda"], device)

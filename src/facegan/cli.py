@@ -1,18 +1,28 @@
 """The `facegan` command: a thin layer of flags over the library.
 
-Every user mistake surfaces as a FaceganError, printed here as one ``error:`` line with a
-non-zero exit code (2 for bad input, 3 for a diverged run, 130 for an interrupted one).
+:func:`main` is the one error boundary: every user mistake (a FaceganError) and every OS error
+on a user's path (a full disk, a read-only folder) is printed as one ``error:`` line with exit
+code 2 (3 for a diverged run, 130 for an interrupted one); anything else is a bug, reported as
+one line with exit code 1. ``facegan --debug …`` or ``FACEGAN_DEBUG=1`` shows the traceback.
+Options are checked (``facegan.checks``, ``config.validate``) before any work starts.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from facegan.errors import FaceganError
+try:  # recent Typer vendors Click; older releases depend on it
+    from typer._click import exceptions as click_exceptions
+except ImportError:
+    from click import exceptions as click_exceptions
+
+from facegan import checks
+from facegan.errors import FaceganError, describe_os_error
 
 app = typer.Typer(
     add_completion=False,
@@ -20,6 +30,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Train DCGAN-family face generators, then generate faces from them.",
 )
+DEBUG_ENV = "FACEGAN_DEBUG"
+
+
+@app.callback()
+def _global(debug: bool = typer.Option(False, "--debug", help=f"Show the full traceback of any error (same as {DEBUG_ENV}=1).")) -> None:
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
 
 
 @app.command()
@@ -127,7 +144,7 @@ def train(
                              ckpt_every=ckpt_every, keep=keep, eval_every=eval_every, eval_n=eval_n, **budget)
     result = run_train(cfg, resume=resume is not None, progress=progress)
     run = result.run
-    typer.echo(f"trained {result.steps} steps ({result.images:,} images) in {result.seconds:.0f} s, stopped by {result.stopped_by}")
+    _echo_trained(result)
     typer.echo(f"  run folder : {run}")
     typer.echo(f"  checkpoint : {result.checkpoint}")
     typer.echo(f"  samples    : {run / 'samples'}")
@@ -135,6 +152,13 @@ def train(
     if result.stopped_by == "signal":
         typer.echo(f"interrupted; continue with: facegan train --resume {run}", err=True)
         raise typer.Exit(130)
+
+
+def _echo_trained(result) -> None:
+    """This invocation's work, then (after a resume) where the whole run stands."""
+    typer.echo(f"trained {result.steps - result.start_step} steps ({result.images - result.start_images:,} images) in "
+               f"{result.seconds:.0f} s, stopped by {result.stopped_by}"
+               + (f"; the run is at step {result.steps}, {result.images:,} images in total" if result.start_step else ""))
 
 
 def _free_run_dir(name: str) -> Path:
@@ -193,6 +217,13 @@ def generate(
     from facegan.device import pick_device, sampling_precision
     from facegan.upscale import load_upscaler
 
+    checks.seed("--seed", seed)
+    checks.integer("--start", start, 0, checks.SEED_MAX)
+    checks.integer("--rows", rows, 1, 64)
+    if grid is not None:
+        checks.output_file("--grid", grid, "grid.png")
+    if out is not None:
+        checks.output_dir("--out", out)
     dev = pick_device(device)
     precision = sampling_precision(precision, dev)
     G = sample.load_generator(source, device=dev, ema=use_ema)
@@ -270,7 +301,7 @@ def train_sr(
                             adv=adv, lr_d=lr_d, init=str(init) if init else None, model=model, **budget)
         cfg = replace(cfg, **{k: v for k, v in {"device": device, **cadence}.items() if v is not None})
     result = run_train_sr(cfg, resume=resume is not None, progress=progress)
-    typer.echo(f"trained {result.steps} steps ({result.images:,} images) in {result.seconds:.0f} s, stopped by {result.stopped_by}")
+    _echo_trained(result)
     typer.echo(f"  run folder : {result.run}   (panels: input / bicubic / ours / truth in {result.run / 'samples'})")
     typer.echo(f"  checkpoint : {result.checkpoint}")
     typer.echo(f"  use it     : facegan upscale PHOTOS --model {result.run} --out BIG   |   facegan generate GANRUN --upscale {result.run}")
@@ -292,6 +323,7 @@ def upscale(
     from facegan.device import pick_device
     from facegan.upscale import check_scale, load_upscaler, upscale_files
 
+    checks.output_dir("--out", out)
     G = load_upscaler(model, device=pick_device(device))
     check_scale(G, scale)
     written, skipped = upscale_files(G, src, out, batch=batch)
@@ -320,10 +352,12 @@ def interpolate(
     from facegan.device import pick_device
 
     try:
-        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+        seed_list = [checks.seed("--seeds", int(s)) for s in seeds.split(",") if s.strip()]
     except ValueError:
         raise FaceganError(f"--seeds takes comma-separated integers such as 3,17,42, not {seeds!r}") from None
-    path = out or checkpoint.run_dir(checkpoint.find(source)) / "walk.gif"
+    checks.integer("--frames", frames, 2, 10_000)
+    checks.number("--fps", fps, 1, 240)
+    path = checks.output_file("--out", out or checkpoint.run_dir(checkpoint.find(source)) / "walk.gif")
     G = sample.load_generator(source, device=pick_device(device), ema=use_ema)
     sample.write_walk(G, path, seed_list, frames=frames, linear=linear, loop=loop, fps=fps, truncation=truncation)
     typer.echo(f"wrote a walk through seeds {', '.join(map(str, seed_list))}: {path}")
@@ -338,6 +372,8 @@ def report(
     """One self-contained HTML page of a run: curves, faces, progress animation, evaluations, config."""
     from facegan.report import write_report
 
+    if out is not None:
+        checks.output_file("--out", out)
     typer.echo(f"wrote {write_report(run, out, log_x=log_x)}")
 
 
@@ -393,6 +429,10 @@ def evaluate(
     from facegan.metrics import METRICS, inception
 
     inception.check_backend(backend)
+    checks.seed("--seed", seed)
+    checks.integer("--res", res, 16, 1024)
+    if out is not None:
+        checks.output_dir("--out", out)
     names = [m.strip() for m in metrics_.split(",") if m.strip()]
     unknown = [m for m in names if m not in METRICS]
     if unknown or not names:  # before any slow feature extraction
@@ -406,7 +446,7 @@ def evaluate(
         result = ev.of_images(fake, names, out_dir=out_dir, seed=seed)
     else:
         ckpt = checkpoint.find(source)
-        meta = checkpoint.load(ckpt)[1]
+        meta = checkpoint.read_meta(ckpt)
         G = sample.load_generator(ckpt, device=dev, ema=use_ema)
         cfg = meta["config"]
         out_dir = out or checkpoint.run_dir(ckpt) / "eval" / ckpt.stem
@@ -418,12 +458,41 @@ def evaluate(
 
 
 def main() -> None:
-    """Entry point: run the app, turning user errors into one line and an exit code."""
+    """Entry point, and the one error boundary: every failure becomes one ``error:`` line and an exit code."""
     try:
-        app()
-    except FaceganError as e:
-        typer.echo(f"error: {e}", err=True)
-        sys.exit(e.exit_code)
-    except KeyboardInterrupt:
+        code = app(prog_name="facegan", standalone_mode=False)  # errors come here, not to Typer's boxes
+    except click_exceptions.NoArgsIsHelpError as e:
+        e.show()
+        code = e.exit_code
+    except click_exceptions.UsageError as e:
+        see = f" (see {e.ctx.command_path} --help)" if e.ctx is not None else ""
+        typer.echo(f"error: {e.format_message()}{see}", err=True)
+        code = e.exit_code
+    except (KeyboardInterrupt, typer.Abort):
         typer.echo("interrupted", err=True)
-        sys.exit(130)
+        code = 130
+    except Exception as e:  # noqa: BLE001 - turned into one line here, or re-raised under --debug
+        if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+            raise
+        typer.echo(f"error: {error_line(e)}", err=True)
+        code = exit_code(e)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def error_line(e: Exception) -> str:
+    """What the user reads: the message of a user error, the path and advice of an OS error."""
+    if isinstance(e, FaceganError):
+        return str(e)
+    if isinstance(e, OSError):
+        return describe_os_error(e)
+    if isinstance(e, MemoryError):
+        return "out of memory: use a smaller --batch, -n or resolution, or a machine with more memory"
+    return (f"internal error ({type(e).__name__}: {e}); this is a facegan bug: please report it with the output of "
+            f"the same command run with {DEBUG_ENV}=1")
+
+
+def exit_code(e: Exception) -> int:
+    """2 for bad input or a failing machine, a FaceganError's own code (3: diverged), 1 for a bug."""
+    if isinstance(e, FaceganError):
+        return e.exit_code
+    return 2 if isinstance(e, (OSError, MemoryError)) else 1

@@ -10,8 +10,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, ClassVar
 
+from facegan import checks
+from facegan.device import PRECISIONS, RESIDENT_MODES
+from facegan.errors import FaceganError
 from facegan.models.dcgan import ModelConfig
 from facegan.models.srresnet import SRConfig
+from facegan.train import augment, loss
 
 
 class _NestsModel:
@@ -24,8 +28,10 @@ class _NestsModel:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Any:
-        known = {f.name for f in fields(cls)} - {"model"}
-        return cls(model=cls.MODEL.from_dict(d["model"]), **{k: v for k, v in d.items() if k in known})
+        """The config saved in a run; every field type-checked (a one-line FaceganError otherwise)."""
+        if not isinstance(d, dict) or "model" not in d:
+            raise FaceganError("the saved config is not a JSON object with a model")
+        return replace(checks.from_dict(cls, d, "config"), model=cls.MODEL.from_dict(d["model"]))
 
 
 @dataclass
@@ -179,14 +185,10 @@ def resolve(preset: str, recipe: str | None = None, **overrides: Any) -> TrainCo
     overrides count.
     """
     if preset not in PRESETS:
-        from facegan.errors import FaceganError
-
         raise FaceganError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
     p = PRESETS[preset]
     recipe = recipe or p.recipe
     if recipe not in RECIPES:
-        from facegan.errors import FaceganError
-
         raise FaceganError(f"unknown recipe {recipe!r}; choose one of: {', '.join(RECIPES)}")
     model_fields = {f.name for f in fields(ModelConfig)}
     explicit = {k: v for k, v in overrides.items() if v is not None}
@@ -204,8 +206,6 @@ def resolve(preset: str, recipe: str | None = None, **overrides: Any) -> TrainCo
     try:
         model = replace(p.model, **model_over)
     except ValueError as e:  # e.g. --d-norm foo
-        from facegan.errors import FaceganError
-
         raise FaceganError(str(e)) from None
     cfg = TrainConfig(preset=preset, recipe=recipe, model=model)
     return replace(cfg, **{**own, **train_over})
@@ -258,3 +258,74 @@ class SRTrainConfig(_NestsModel):
     keep: int = 3
     model: SRConfig = field(default_factory=SRConfig)
     MODEL: ClassVar[type] = SRConfig
+
+
+def validate(cfg: TrainConfig | SRTrainConfig) -> None:
+    """Every option of a training config checked at once, before any work: a one-line FaceganError.
+
+    The same rules apply to a config typed on the command line and to one read back from a
+    checkpoint (where they stop a doctored file from steering the run). Rules that need the
+    machine (does this device exist?) stay with what picks it (``facegan.device``).
+    """
+    c = checks
+    c.integer("--batch", cfg.batch, 1, 65_536)
+    c.seed("--seed", cfg.seed)
+    if cfg.max_images is not None:
+        c.integer("--max-images", cfg.max_images, 1)
+    if cfg.epochs is not None:
+        c.number("--epochs", cfg.epochs, 0, lo_open=True)
+    if cfg.max_time is not None:
+        c.number("--max-time", cfg.max_time, 0, lo_open=True)
+    if cfg.max_images is None and cfg.epochs is None and cfg.max_time is None:
+        raise FaceganError("no training budget: give --max-images, --epochs or --max-time")
+    for flag, v in (("--log-every", cfg.log_every), ("--sample-every", cfg.sample_every),
+                    ("--ckpt-every", cfg.ckpt_every), ("--keep", cfg.keep)):
+        c.integer(flag, v, 1)
+    if isinstance(cfg, SRTrainConfig):
+        _validate_sr(cfg)
+        return
+    for flag, v in (("--lr-g", cfg.lr_g), ("--lr-d", cfg.lr_d)):
+        c.number(flag, v, 0, 1, lo_open=True)  # Adam beyond lr 1 is a typo, never a recipe
+    for flag, v in (("--beta1", cfg.beta1), ("--beta2", cfg.beta2)):
+        c.number(flag, v, 0, 1, hi_open=True)
+    for flag, v in (("--label-smoothing", cfg.label_smoothing), ("--label-noise", cfg.label_noise),
+                    ("--label-flip", cfg.label_flip)):
+        c.number(flag, v, 0, 0.5)
+    if cfg.loss not in loss.LOSSES:
+        raise FaceganError(f"--loss must be one of {', '.join(loss.LOSSES)}, not {cfg.loss!r}")
+    if cfg.loss == "hinge" and (cfg.label_smoothing or cfg.label_noise or cfg.label_flip):
+        raise FaceganError("label smoothing/noise/flips set targets, which the hinge loss has none of; use --loss bce or ls")
+    c.number("--ema", cfg.ema, 0, 1, hi_open=True)
+    c.number("--ema-kimg", cfg.ema_kimg, 0)
+    c.number("--ema-rampup", cfg.ema_rampup, 0)
+    if cfg.ema and cfg.ema_kimg:
+        raise FaceganError("give the EMA either as a per-step decay (--ema) or as a half-life (--ema-kimg), not both")
+    c.number("--r1", cfg.r1, 0)
+    c.integer("--r1-every", cfg.r1_every, 1)
+    try:
+        augment.parse_policy(cfg.augment)
+    except ValueError as e:
+        raise FaceganError(f"--augment: {e}") from None
+    if cfg.recipe not in RECIPES:
+        raise FaceganError(f"unknown recipe {cfg.recipe!r}; choose one of: {', '.join(RECIPES)}")
+    if cfg.precision not in PRECISIONS:
+        raise FaceganError(f"--precision must be one of {', '.join(PRECISIONS)}, not {cfg.precision!r}")
+    if cfg.resident not in RESIDENT_MODES:
+        raise FaceganError(f"--resident must be one of {', '.join(RESIDENT_MODES)}, not {cfg.resident!r}")
+    c.integer("grid", cfg.grid, 1, 1024)
+    c.integer("--eval-every", cfg.eval_every, 0)
+    c.integer("--eval-n", cfg.eval_n, 2)
+
+
+def _validate_sr(cfg: SRTrainConfig) -> None:
+    c, m = checks, cfg.model
+    c.integer("--hr-res", cfg.hr_res, 8, 2048)
+    if cfg.hr_res % m.scale or cfg.hr_res // m.scale < 8:
+        raise FaceganError(f"--hr-res {cfg.hr_res} must be a multiple of --scale {m.scale} with inputs of at least 8 pixels")
+    c.integer("--holdout", cfg.holdout, 2)
+    for flag, v in (("--lr", cfg.lr), ("--lr-d", cfg.lr_d)):
+        c.number(flag, v, 0, 1, lo_open=True)
+    for flag, v in (("--l1", cfg.l1), ("--feature", cfg.feature), ("--adv", cfg.adv), ("--blur", cfg.blur)):
+        c.number(flag, v, 0)
+    c.number("--noise", cfg.noise, 0, 1)
+    c.integer("--jpeg", cfg.jpeg, 0, 95)

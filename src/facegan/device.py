@@ -9,6 +9,9 @@ import torch
 
 from facegan.errors import FaceganError
 
+PRECISIONS = ("auto", "fp32", "bf16")
+RESIDENT_MODES = ("auto", "on", "off")
+
 
 def pick_device(name: str = "auto") -> torch.device:
     """"auto" → CUDA, then Apple MPS, then CPU; an explicit device must exist (one-line error if not)."""
@@ -35,7 +38,7 @@ def pick_precision(name: str, device: torch.device) -> str:
     development CPU (docs/benchmarks.md), so "auto" only picks bf16 when oneDNN reports native
     support.
     """
-    if name not in ("auto", "fp32", "bf16"):
+    if name not in PRECISIONS:
         raise FaceganError(f"precision must be auto, fp32 or bf16, not {name!r}")
     if name != "auto":
         return name
@@ -88,7 +91,7 @@ def resident_images(images: np.ndarray, device: torch.device, mode: str = "auto"
     CPU, "on" loads the memory map into RAM (same batches, see the tests) and "auto" keeps the
     map, whose hot pages the OS caches anyway without growing the process.
     """
-    if mode not in ("auto", "on", "off"):
+    if mode not in RESIDENT_MODES:
         raise FaceganError(f"resident must be auto, on or off, not {mode!r}")
     if mode == "off" or (mode == "auto" and device.type != "cuda"):
         return images

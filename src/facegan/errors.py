@@ -1,11 +1,33 @@
-"""User-facing errors.
+"""User-facing errors, and the one line each kind of failure becomes.
 
 Anything a user can cause (a missing folder, an empty dataset, a checkpoint from another tool)
 raises :class:`FaceganError`. The CLI prints its message as one line and exits with
 ``exit_code`` instead of showing a traceback; library callers can catch it like any exception.
+Operating-system errors on a user's path (a full disk, a read-only folder, a file where a folder
+should be) are turned into the same kind of line by :func:`describe_os_error`.
 """
 
 from __future__ import annotations
+
+import errno
+
+# What to do about an OSError, by errno: the part of the line a user can act on.
+_ADVICE = {
+    errno.ENOSPC: "the disk is full: free space and run the command again",
+    errno.EDQUOT: "the disk quota is used up: free space and run the command again",
+    errno.EFBIG: "the file size limit was reached (ulimit -f, or the file system's maximum)",
+    errno.EROFS: "that location is read-only: choose another --out",
+    errno.EACCES: "permission denied: choose a location you can write to, or fix its permissions",
+    errno.EPERM: "operation not permitted: choose a location you can write to",
+    errno.ENOENT: "it does not exist",
+    errno.ENOTDIR: "a part of that path is a file, not a folder",
+    errno.EISDIR: "that is a folder; give a file name",
+    errno.EEXIST: "it already exists",
+    errno.ENAMETOOLONG: "the name is too long",
+    errno.ELOOP: "it is a symbolic link loop",
+    errno.EMFILE: "too many open files (raise ulimit -n)",
+    errno.EIO: "the disk reported an I/O error: check the device",
+}
 
 
 class FaceganError(Exception):
@@ -14,3 +36,11 @@ class FaceganError(Exception):
     def __init__(self, message: str, exit_code: int = 2) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def describe_os_error(e: OSError) -> str:
+    """One line for an OSError: the path, what the system said, and what to do about it."""
+    where = " → ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
+    what = e.strerror or str(e) or type(e).__name__
+    advice = _ADVICE.get(e.errno or -1)
+    return f"{where + ': ' if where else ''}{what}" + (f" ({advice})" if advice else "")

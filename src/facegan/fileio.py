@@ -5,15 +5,66 @@ written under a temporary name in the destination folder, fsynced and renamed: a
 folder is atomic, so a process killed at any instant leaves either the old file or the new one.
 Generated faces, thousands of small files, are renamed the same way but flushed to disk once
 for the whole set (``durable=False``, then :func:`flush_to_disk`).
+
+A process killed mid-write (SIGKILL, power loss) cannot remove its temporary file. Each temporary
+name says which host and process wrote it, so :func:`sweep_stale` — run by every durable write
+on its folder, and once by bulk writers — deletes those whose writer is dead, and never a file a
+live writer (another run on the same folder) is still filling. Finished files get the ordinary
+permissions of the user's umask (0644 for most), whatever the library that wrote them chose.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+
+_HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:40] or "host"
+_TMP = re.compile(r"^\.(?P<name>.+)\.(?:(?P<host>[A-Za-z0-9_-]+)-)?(?P<pid>\d+)-[0-9a-f]{8}\.tmp$")
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+def temp_name(final: Path) -> Path:
+    """The temporary sibling of ``final``: hidden, and naming this host and process."""
+    return final.with_name(f".{final.name}.{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # someone else's process, or a pid we cannot ask about: leave its file
+    return True
+
+
+def sweep_stale(folder: Path) -> list[Path]:
+    """Delete the temporary files in ``folder`` whose writer (on this host) has died; return them.
+
+    Temporaries written on other hosts (a shared file system) are left alone: their writer's
+    liveness cannot be asked from here.
+    """
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _TMP.match(entry.name)
+        if m and m["host"] in (None, _HOST) and int(m["pid"]) != os.getpid() and not _alive(int(m["pid"])):
+            try:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+            except OSError:
+                pass  # swept by a concurrent run, or not ours to delete
+    return removed
 
 
 def _fsync_dir(d: Path) -> None:
@@ -39,10 +90,13 @@ def atomic_path(final: Path, durable: bool = True) -> Iterator[Path]:
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    if durable:
+        sweep_stale(final.parent)
+    tmp = temp_name(final)
     tmp.touch(exist_ok=False)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_UMASK)
         if durable:
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from facegan import checkpoint, viz
 from facegan.device import autocast
 from facegan.errors import FaceganError
-from facegan.fileio import write_text_atomic
+from facegan.fileio import sweep_stale, write_text_atomic
 from facegan.models.dcgan import Generator, ModelConfig, latents, to_uint8
 from facegan.models.srresnet import SRGenerator
 
@@ -57,6 +57,7 @@ def generate(G: Generator, out_dir: str | Path, n: int, seed: int = 0, start: in
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    sweep_stale(out)  # the PNGs below are written without a sweep each (durable=False)
     names = [f"seed{seed}-{start + k:06d}.png" for k in range(n)]
     on_cpu = next(G.parameters()).device.type == "cpu"
     with viz.ImageWriter(workers, overlap=not on_cpu) as writer, \

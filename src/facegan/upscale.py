@@ -7,6 +7,7 @@ code, and an upscaler run is told apart from a GAN run by its checkpoint's "kind
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from tqdm import tqdm
 from facegan import checkpoint, viz
 from facegan.data.images import BadImage, decode_image
 from facegan.data.prepare import open_prepared
-from facegan.data.sources import IMAGE_EXTENSIONS
+from facegan.data.sources import IMAGE_EXTENSIONS, read_file
 from facegan.errors import FaceganError
 from facegan.metrics.pixel import detail_energy, psnr, ssim
 from facegan.models.srresnet import SRGenerator
@@ -42,11 +43,15 @@ def check_scale(G: SRGenerator, scale: int | None) -> None:
 
 
 def input_files(src: Path) -> list[Path]:
-    """``src`` itself, or every image file under the folder ``src`` (recursively, sorted)."""
-    if src.is_file():
-        return [src]
+    """``src`` itself, or every entry with an image suffix under the folder ``src`` (recursively, sorted).
+
+    Linked folders are not followed (a link loop cannot trap the walk); an entry that is not a
+    regular file (a pipe, a dangling link) is listed, so reading it names it as skipped.
+    """
     if src.is_dir():
-        return sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        return sorted(Path(d) / n for d, _, names in os.walk(src) for n in names if n.lower().endswith(IMAGE_EXTENSIONS))
+    if src.exists() or src.is_symlink():
+        return [src]
     raise FaceganError(f"input not found: {src}")
 
 
@@ -66,8 +71,8 @@ def upscale_files(G: SRGenerator, src: str | Path, out_dir: str | Path, batch: i
     skipped: list[tuple[Path, str]] = []
     for f in files:
         try:
-            img = decode_image(f.read_bytes(), G.cfg.channels)
-        except (BadImage, OSError) as e:
+            img = decode_image(read_file(f), G.cfg.channels)
+        except BadImage as e:
             skipped.append((f, str(e)))
             continue
         if img.shape[0] * img.shape[1] * s * s > MAX_OUTPUT_PIXELS:

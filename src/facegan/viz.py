@@ -140,11 +140,23 @@ def save_grid(images: np.ndarray, path: str | Path, nrow: int | None = None) -> 
 
 
 def read_metrics(path: str | Path) -> list[dict]:
-    """Records of a metrics JSONL file (missing file → empty list)."""
+    """Records of a metrics JSONL file (missing file → empty list).
+
+    Lines that are not a JSON object — the torn last line a crash or a full disk leaves — are
+    skipped: the records before them are intact, and a resume rewrites the file without them.
+    """
     p = Path(path)
     if not p.exists():
         return []
-    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    records = []
+    for line in p.read_text(errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("step"), int):
+            records.append(rec)
+    return records
 
 
 def loss_curve(records: list[dict], path: str | Path, size: tuple[int, int] = (720, 360)) -> Path:

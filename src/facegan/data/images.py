@@ -25,6 +25,14 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 MAX_PIXELS = 64_000_000
 """Images declaring more pixels than this are refused before decoding (decompression bombs)."""
 
+MAX_FILE_BYTES = 64 << 20
+"""Files (and zip members) larger than this are refused before reading: a 50-megapixel JPEG is
+about 25 MB, while a 1 GiB "photo" is an attack or a mistake that would be read whole."""
+
+MAX_ASPECT = 4.0
+"""Training images more elongated than 4:1 are refused: their centre square is a sliver of the
+picture (a 4000×10 strip would become a 10×10 crop blown up to the training size)."""
+
 CROPS = ("center", "celeba", "none")
 
 # The CelebA "aligned" images are 178x218 with the eyes at fixed positions. This 140x140 box
@@ -85,9 +93,9 @@ def load_image(
     min_size = default_min_size(res) if min_size is None else min_size
     if isinstance(data, np.ndarray):
         img = Image.fromarray(np.ascontiguousarray(data))
-        _check_size(img, min_size)
+        _check_size(img, min_size, MAX_ASPECT)
     else:
-        img = _decode(data, res, crop, min_size)
+        img = _decode(data, res, crop, min_size, MAX_ASPECT)
     img = _to_rgb_or_gray(img, channels)
     box = crop_box(img.width, img.height, crop)
     out = img.resize((res, res), Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
@@ -101,19 +109,21 @@ def decode_image(data: bytes, channels: int = 3) -> np.ndarray:
     The same normalisation as :func:`load_image` (EXIF rotation, alpha over white, 16-bit
     stretching, decompression-bomb and corruption checks); raises :class:`BadImage`.
     """
-    img = _decode(data, 0, "none", 1)
+    img = _decode(data, 0, "none", 1, None)
     return np.asarray(_to_rgb_or_gray(img, channels), dtype=np.uint8).reshape(img.height, img.width, channels)
 
 
-def _check_size(img: Image.Image, min_size: int) -> None:
+def _check_size(img: Image.Image, min_size: int, max_aspect: float | None) -> None:
     w, h = img.size
     if w * h > MAX_PIXELS:
         raise BadImage(f"decompression bomb: {w}x{h} exceeds {MAX_PIXELS // 1_000_000} MP")
     if min(w, h) < min_size:
         raise BadImage(f"too small: {w}x{h}")
+    if max_aspect is not None and max(w, h) > max_aspect * min(w, h):
+        raise BadImage(f"too elongated: {w}x{h} (more than {max_aspect:g}:1)")
 
 
-def _decode(data: bytes, res: int, crop: str, min_size: int) -> Image.Image:
+def _decode(data: bytes, res: int, crop: str, min_size: int, max_aspect: float | None) -> Image.Image:
     """Open, size-check, draft, load and EXIF-rotate; map every decoder failure to BadImage.
 
     Pillow plugins raise many exception types on malformed input (OSError, SyntaxError,
@@ -126,7 +136,7 @@ def _decode(data: bytes, res: int, crop: str, min_size: int) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(BytesIO(data))
-        _check_size(img, min_size)
+        _check_size(img, min_size, max_aspect)
         if res:  # res 0: keep full size (decode_image)
             _draft(img, res, crop)
         img.load()

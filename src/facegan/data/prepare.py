@@ -21,6 +21,7 @@ import json
 import multiprocessing
 import os
 import struct
+import threading
 import time
 import zipfile
 import zlib
@@ -36,6 +37,7 @@ from typing import ClassVar
 import numpy as np
 from tqdm import tqdm
 
+from facegan import checks
 from facegan.data import procedural
 from facegan.data.images import CROPS, BadImage, default_min_size, load_image
 from facegan.data.sources import IdxSource, Source, hash_lines, open_source
@@ -45,6 +47,7 @@ from facegan.fileio import atomic_path
 FORMAT = "facegan-prepared-1"
 CROP_CHOICES = ("auto", *CROPS)
 DEFAULT_PROCEDURAL_COUNT = 10_000
+MAX_RES = 2048  # 12 MB per RGB image: beyond any face net, and a 30000² typo would be 2.7 GB each
 SUMMARY_SKIPPED_SHOWN = 10
 
 # Images per worker task: enough to amortise IPC, few enough for a smooth progress bar, and
@@ -149,8 +152,12 @@ def prepare(
     ``limit`` caps the number of packed images (the first ``limit`` usable ones in order).
     ``workers=None`` uses every core; ``workers=1`` decodes in this process.
     """
+    out = checks.output_file("--out", out, f"faces{res}.npy")
+    if out.suffix != ".npy":
+        raise FaceganError(f"--out {out} must be a .npy file name, such as faces{res}.npy")
+    _check_options(res, channels, limit, workers)
     source = _open(src, include_fake)
-    return _pack(source, Path(out), res, channels, crop, min_size, limit, workers, progress)
+    return _pack(source, out, res, channels, crop, min_size, limit, workers, progress)
 
 
 def open_prepared(path: str | Path) -> PreparedData:
@@ -223,6 +230,13 @@ def format_summary(manifest: dict) -> str:
     return "\n".join(lines)
 
 
+def absolute_source(src: str | None) -> str | None:
+    """``src`` as an absolute path (a run's saved config then works from any directory); built-in data as is."""
+    if src is None or src == "procedural" or src.startswith("procedural:"):
+        return src
+    return str(Path(src).expanduser().absolute())
+
+
 def _open(src: str | Path | None, include_fake: bool) -> Source | ProceduralSource:
     """Open a real source, or parse ``None`` / ``procedural`` / ``procedural:N``."""
     text = "procedural" if src is None else str(src)
@@ -234,6 +248,16 @@ def _open(src: str | Path | None, include_fake: bool) -> Source | ProceduralSour
             f"bad procedural source {text!r}; use procedural or procedural:N with N > 0"
         )
     return ProceduralSource(int(count))
+
+
+def _check_options(res: int, channels: int, limit: int | None, workers: int | None) -> None:
+    checks.integer("--res", res, 4, MAX_RES)
+    if channels not in (1, 3):
+        raise FaceganError(f"--channels must be 1 (grayscale) or 3 (RGB), not {channels}")
+    if limit is not None:
+        checks.integer("--limit", limit, 1)
+    if workers is not None:
+        checks.integer("--workers", workers, 1, 1024)
 
 
 def _resolve_crop(crop: str, kind: str) -> str:
@@ -268,10 +292,7 @@ def _pack(
     workers: int | None,
     progress: bool,
 ) -> dict:
-    if res < 4 or channels not in (1, 3):
-        raise FaceganError(f"invalid res={res} channels={channels}: need res >= 4, channels 1 or 3")
-    if limit is not None and limit < 1:
-        raise FaceganError(f"limit must be at least 1, not {limit}")
+    _check_options(res, channels, limit, workers)
     crop = _resolve_crop(crop, source.kind)
     if min_size is None:
         # IDX images are 28x28 by definition; a filter for stray thumbnails must not drop them all.
@@ -280,6 +301,7 @@ def _pack(
     label = f"procedural:{source.count}" if procedural_src else str(source.root)
     job = _Job(source, res, channels, crop, min_size)
     started = time.monotonic()
+    fingerprint = source.fingerprint()  # before any writing: whatever fails here leaves nothing behind
     out = out.expanduser()
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
@@ -292,7 +314,7 @@ def _pack(
         "format": FORMAT,
         "source": label,
         "source_kind": source.kind,
-        "fingerprint": source.fingerprint(),
+        "fingerprint": fingerprint,
         "count": count,
         "res": res,
         "channels": channels,
@@ -361,7 +383,7 @@ def _run_chunks(job: _Job, chunks: list[tuple[int, int]], workers: int) -> Itera
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     pool = ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_init_worker, initargs=(job,)
+        workers, mp_context=context, initializer=_init_worker, initargs=(job, os.getpid())
     )
     with pool:
         todo = iter(chunks)
@@ -382,9 +404,21 @@ def _run_chunks(job: _Job, chunks: list[tuple[int, int]], workers: int) -> Itera
 _WORKER_JOB: _Job | None = None
 
 
-def _init_worker(job: _Job) -> None:
+def _init_worker(job: _Job, parent: int) -> None:
+    """Keep the job, and die with the parent: a SIGKILLed prepare must not leave decoders running.
+
+    A killed parent cannot stop its pool, and workers blocked on the task queue would wait
+    forever; a watchdog thread notices the re-parenting (POSIX) within a second and exits.
+    """
     global _WORKER_JOB
     _WORKER_JOB = job
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="facegan-parent-watch").start()
 
 
 def _run_in_worker(bounds: tuple[int, int]) -> _Chunk:

@@ -10,11 +10,14 @@ what keys the prepared-dataset cache.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import os
 import re
+import stat
 import zipfile
+import zlib
 from abc import ABC, abstractmethod
 from bisect import bisect_right
 from collections.abc import Iterable
@@ -23,11 +26,13 @@ from typing import IO
 
 import numpy as np
 
+from facegan.data.images import MAX_FILE_BYTES, BadImage
 from facegan.errors import FaceganError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 _IDX_NAME = re.compile(r"images[.-]idx3-ubyte(\.gz)?$", re.IGNORECASE)
 _IDX_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
+_IDX_MAX_BYTES = 4 << 30  # 4 GB of pixels: 80× Fashion-MNIST
 _FFHQ_DIR = re.compile(r"ffhq|flickr.?faces|images\d+x\d+|thumbnails\d+x\d+", re.IGNORECASE)
 
 
@@ -69,13 +74,16 @@ class FolderSource(Source):
         self.root, self.kind, self.names = root, kind, names
 
     def read(self, i: int) -> bytes:
-        return (self.root / self.names[i]).read_bytes()
+        return read_file(self.root / self.names[i])
 
     def _identity(self) -> list[str]:
         lines = []
         for name in self.names:
-            st = (self.root / name).stat()
-            lines.append(f"{name}\t{st.st_size}\t{st.st_mtime_ns}")
+            try:
+                st = (self.root / name).stat()
+                lines.append(f"{name}\t{st.st_mode:o}\t{st.st_size}\t{st.st_mtime_ns}")
+            except OSError as e:  # a dangling link or a loop: skipped when read, named here
+                lines.append(f"{name}\t{e.errno}")
         return lines
 
 
@@ -95,9 +103,29 @@ class ZipSource(Source):
         return {**self.__dict__, "_zip": None, "_pid": -1}
 
     def read(self, i: int) -> bytes:
+        """One member's bytes; anything that makes it unusable is a :class:`BadImage` naming why.
+
+        Checked before inflating: encryption and compression methods zipfile cannot decode
+        (deflate64, …), and the declared size against MAX_FILE_BYTES; the read itself is capped
+        too, so a member that lies about its size still cannot inflate into gigabytes.
+        """
         if self._zip is None or self._pid != os.getpid():
             self._zip, self._pid = zipfile.ZipFile(self.root), os.getpid()
-        return self._zip.read(self.names[i])
+        info = self._zip.getinfo(self.names[i])
+        if info.flag_bits & 0x1:
+            raise BadImage("encrypted zip member")
+        if info.compress_type not in _ZIP_METHODS:
+            raise BadImage(f"unsupported zip compression method {info.compress_type}")
+        if info.file_size > MAX_FILE_BYTES:
+            raise BadImage(f"too large: {info.file_size / 2**20:.0f} MB inflated, over {MAX_FILE_BYTES >> 20} MB")
+        try:
+            with self._zip.open(info) as f:
+                data = f.read(MAX_FILE_BYTES + 1)
+        except (zipfile.BadZipFile, EOFError, NotImplementedError, RuntimeError, ValueError, zlib.error, OSError) as e:
+            raise BadImage(f"unreadable zip member: {e}") from None
+        if len(data) > MAX_FILE_BYTES:
+            raise BadImage(f"too large: over {MAX_FILE_BYTES >> 20} MB inflated")
+        return data
 
     def _identity(self) -> list[str]:
         st = self.root.stat()
@@ -106,6 +134,37 @@ class ZipSource(Source):
         lines = [f"archive\t{st.st_size}\t{st.st_mtime_ns}"]
         lines += [f"{n}\t{infos[n].file_size}\t{infos[n].CRC}" for n in self.names]
         return lines
+
+
+_ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
+_FILE_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def read_file(path: Path, cap: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of ``path`` if it is a regular file of at most ``cap`` bytes; :class:`BadImage` otherwise.
+
+    The one way facegan reads a user's image file. Opened non-blocking, so a FIFO named
+    ``pipe.jpg`` cannot hang the run, then checked on the open descriptor (no race with a swap):
+    pipes, devices (a link to /dev/zero), folders, dangling links and link loops are named skips,
+    and the size is checked before a byte is read.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    except OSError as e:
+        what = "a dangling link" if e.errno == errno.ENOENT and os.path.islink(path) else e.strerror
+        raise BadImage(f"unreadable: {what}") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = next((name for test, name in _FILE_KINDS if test(st.st_mode)), "not a regular file")
+            raise BadImage(f"not an image file: {kind}")
+        if st.st_size > cap:
+            raise BadImage(f"too large: {st.st_size / 2**20:.0f} MB, over {cap >> 20} MB")
+        data = f.read(cap + 1)
+    if len(data) > cap:
+        raise BadImage(f"too large: grew past {cap >> 20} MB while being read")
+    return data
 
 
 class IdxSource(Source):
@@ -244,13 +303,15 @@ def _read_idx_header(path: Path) -> tuple[int, int, int]:
     if len(header) < 16 or int.from_bytes(header[:4], "big") != _IDX_MAGIC:
         raise FaceganError(f"{path} is not an IDX image file (bad header); re-download it")
     count, rows, cols = (int.from_bytes(header[i : i + 4], "big") for i in (4, 8, 12))
+    if not (0 < rows <= 1024 and 0 < cols <= 1024 and count * rows * cols <= _IDX_MAX_BYTES):
+        raise FaceganError(f"{path} declares {count} images of {rows}x{cols}, beyond what an IDX image file holds")
     return count, rows, cols
 
 
 def _load_idx(path: Path) -> np.ndarray:
     count, rows, cols = _read_idx_header(path)
     with _open_idx(path) as f:
-        raw = f.read()
+        raw = f.read(16 + count * rows * cols)  # bounded: a .gz cannot inflate past what the header declared
     pixels = np.frombuffer(raw, dtype=np.uint8, offset=16)
     if pixels.size != count * rows * cols:
         raise FaceganError(f"{path} is truncated ({pixels.size} of {count * rows * cols} pixels)")

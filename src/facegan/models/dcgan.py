@@ -14,14 +14,17 @@ DCGAN tutorial's 512→256→128→64 generator and 64→128→256→512 discrim
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
+from facegan import checks
+
 SUPPORTED_RES = (16, 28, 32, 64, 128, 256)
+MAX_WIDTH = 4096  # widths, caps and z_dim: 4× the widest preset
 
 
 @dataclass(frozen=True)
@@ -74,10 +77,20 @@ class ModelConfig:
             raise ValueError(f"res {self.res} must be entry_res {self.entry_res} times a power of two ≥ 2")
         if self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
-        for name, value, allowed in (("g_up", self.g_up, ("convT", "resize")),
+        for name, value, allowed in (("g_entry", self.g_entry, ("convT", "linear")), ("g_act", self.g_act, ("relu", "leaky")),
+                                     ("g_up", self.g_up, ("convT", "resize")), ("d_head", self.d_head, ("conv", "linear")),
                                      ("d_norm", self.d_norm, ("batch", "none", "spectral"))):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        # Bounds far above any face net (the widest preset has 1024 maps), so that a config can
+        # never ask for terabytes: checkpoints are checked against these before anything is built.
+        for name, value, lo, hi in (("z_dim", self.z_dim, 1, MAX_WIDTH), ("g_width", self.g_width, 1, MAX_WIDTH),
+                                    ("d_width", self.d_width, 1, MAX_WIDTH), ("width_cap", self.width_cap, 1, MAX_WIDTH),
+                                    ("g_pre", self.g_pre, 0, 8), ("g_post", self.g_post, 0, 8)):
+            if not lo <= value <= hi:
+                raise ValueError(f"{name} must be in {lo} … {hi}, got {value}")
+        if not 0 <= self.d_dropout < 1:
+            raise ValueError(f"d_dropout must be in [0, 1), got {self.d_dropout}")
 
     @property
     def n_up(self) -> int:
@@ -89,8 +102,8 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        """From JSON (a saved run): types and ranges checked, a one-line FaceganError otherwise."""
+        return checks.from_dict(cls, d, "model config")
 
 
 def _width(base: int, cap: int, last_res: int, r: int) -> int:

@@ -20,7 +20,7 @@ and global average pooling instead of SRGAN's 1024-wide dense layer, so it accep
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from facegan import checks
 from facegan.data.loader import to_model_input
 from facegan.models.dcgan import to_uint8
 
@@ -49,7 +50,7 @@ class SRConfig:
     def __post_init__(self) -> None:
         if self.scale not in SCALES:
             raise ValueError(f"scale must be one of {SCALES}, not {self.scale}")
-        if self.channels not in (1, 3) or self.width < 4 or self.blocks < 1 or self.d_width < 4:
+        if self.channels not in (1, 3) or not 4 <= self.width <= 1024 or not 1 <= self.blocks <= 64 or not 4 <= self.d_width <= 1024:
             raise ValueError(f"invalid SRConfig {self}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -57,8 +58,8 @@ class SRConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SRConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        """From JSON (a saved run): types and ranges checked, a one-line FaceganError otherwise."""
+        return checks.from_dict(cls, d, "upscaler config")
 
 
 class ResBlock(nn.Module):

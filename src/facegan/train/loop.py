@@ -5,7 +5,9 @@ Design choices that matter to users:
   from states that are checkpointed or derived from (seed, step), so N steps + resume + N steps
   gives the same weights, bit for bit on CPU, as 2N steps in one go;
 - never lose a run: Ctrl-C / SIGTERM finish the current step and write a checkpoint; a NaN or
-  Inf loss stops the run *before* anything poisoned is written;
+  Inf loss stops the run *before* anything poisoned is written (and checkpoint.write_atomic
+  refuses any non-finite tensor, buffers included); a full disk or another OS error ends the run
+  with one line naming the intact last checkpoint and the command that continues it;
 - no host↔device synchronisation inside a step: statistics accumulate on the device and are
   read every ``log_every`` steps;
 - data-parallel ready: sampling is rank-aware and only rank 0 writes files.
@@ -17,6 +19,7 @@ import json
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from contextlib import nullcontext
@@ -27,25 +30,60 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from facegan import checkpoint, viz
-from facegan.config import BUDGETS, SRTrainConfig, TrainConfig
+from facegan import checkpoint, checks, viz
+from facegan.config import BUDGETS, SRTrainConfig, TrainConfig, validate
 from facegan.data.loader import BatchSampler, Prefetcher, to_model_input
-from facegan.data.prepare import open_prepared, resolve_dataset
+from facegan.data.prepare import absolute_source, open_prepared, resolve_dataset
 from facegan.device import autocast as device_autocast
 from facegan.device import configure, pick_device, pick_precision, resident_images
-from facegan.errors import FaceganError
+from facegan.errors import FaceganError, describe_os_error
+from facegan.fileio import write_text_atomic
 from facegan.models.dcgan import Discriminator, Generator, build
 from facegan.train import augment, ema, loss
 
 
+EXPLODING_LOSS = 1e3  # a GAN loss this large means the run is diverging, even while it is finite
+
+
 @dataclass
 class TrainResult:
+    """How a training invocation ended. ``steps`` and ``images`` count the whole run (all resumes);
+    ``start_step`` / ``start_images`` are where this invocation began."""
+
     run: Path
     checkpoint: Path | None
     steps: int
     images: int
     seconds: float
     stopped_by: str  # "budget", "time", "signal"
+    start_step: int = 0
+    start_images: int = 0
+
+
+def start(cfg: TrainConfig | SRTrainConfig, resume: bool) -> TrainConfig | SRTrainConfig:
+    """What both loops do before any work: check every option and the run folder, fix the data path.
+
+    A new run stores its data as an absolute path, so ``--resume`` works from any directory.
+    """
+    validate(cfg)
+    run = checks.output_dir("--out", cfg.out)
+    if not resume and checkpoint.list_checkpoints(run):
+        raise FaceganError(f"{run} already holds a run; continue it with --resume, or pick another --out")
+    run.mkdir(parents=True, exist_ok=True)  # now, so a folder that cannot be made fails before any work
+    return cfg if resume else replace(cfg, data=absolute_source(cfg.data))
+
+
+def disk_error(e: OSError, run: Path, command: str) -> FaceganError:
+    """An OS error mid-run (a full disk, a vanished folder) as one line: what failed, what is safe, how to go on."""
+    good = checkpoint.list_checkpoints(run)
+    kept = f"the last checkpoint {good[-1]} is intact" if good else "no checkpoint had been written yet"
+    return FaceganError(f"{describe_os_error(e)}; {kept}; fix that, then continue with: facegan {command} --resume {run}"
+                        if good else f"{describe_os_error(e)}; {kept}")
+
+
+def warn(message: str) -> None:
+    """A warning line on stderr that does not break a progress bar."""
+    tqdm.write(f"warning: {message}", file=sys.stderr)
 
 
 def dist_info() -> tuple[int, int]:
@@ -115,15 +153,13 @@ class Budget:
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> TrainResult:
     """Train (or, with ``resume``, continue) the run described by ``cfg`` in ``cfg.out``."""
+    cfg = start(cfg, resume)
     run = Path(cfg.out)
     rank, world = dist_info()
     is_main = rank == 0
-    if not resume and checkpoint.list_checkpoints(run):
-        raise FaceganError(f"{run} already holds a run; continue it with --resume, or pick another --out")
-
     device = pick_device(cfg.device)  # before the data, so a bad flag fails fast
     precision = pick_precision(cfg.precision, device)
-    policy = _check_stabilisers(cfg)
+    policy = augment.parse_policy(cfg.augment)
     configure(device, cfg.tf32)
 
     # ---- data ------------------------------------------------------------------------------
@@ -135,8 +171,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
         raise FaceganError(f"dataset {data_path} has {len(data.images)} images, fewer than one batch of {cfg.batch}; use a smaller --batch")
     budget_steps = [math.ceil(cfg.max_images / (cfg.batch * world))] if cfg.max_images else []
     budget_steps += [math.ceil(cfg.epochs * sampler.steps_per_epoch)] if cfg.epochs else []
-    if not budget_steps and not cfg.max_time:
-        raise FaceganError("no training budget: give --max-images, --epochs or --max-time")
     total_steps = min(budget_steps) if budget_steps else None
 
     # ---- nets, optimisers, random states ---------------------------------------------------
@@ -157,11 +191,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
     if resume:
         step = _restore(checkpoint.find(run), G, D, G_ema, opt_g, opt_d, gen, device)
 
+    first_step = step
     if is_main:
-        run.mkdir(parents=True, exist_ok=True)
-        (run / "config.json").write_text(json.dumps({**cfg.to_dict(), "dataset": str(data_path),
-                                                     "dataset_count": len(data.images), "device": str(device),
-                                                     "precision": precision, "world_size": world}, indent=2))
+        write_text_atomic(run / "config.json", json.dumps({**cfg.to_dict(), "dataset": str(data_path),
+                                                           "dataset_count": len(data.images), "device": str(device),
+                                                           "precision": precision, "world_size": world}, indent=2))
         truncate_metrics(run / "metrics.jsonl", step)
 
     # ---- the loop ----------------------------------------------------------------------------
@@ -186,7 +220,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
                unit_scale=True, dynamic_ncols=True, disable=not (progress and is_main), desc=run.name)
 
     def log() -> None:
-        nonlocal n_acc, t_log, step_log
+        nonlocal n_acc, t_log, step_log, warned
         now = time.time()
         vals = (acc / max(n_acc, 1)).tolist()
         rec = {"step": step, "images": step * per_step, "epoch": step // sampler.steps_per_epoch,
@@ -197,6 +231,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
             good = checkpoint.list_checkpoints(run)
             raise FaceganError(f"training diverged at step {step}: loss_D={vals[0]}, loss_G={vals[1]}; last good "
                                f"checkpoint: {good[-1] if good else 'none'}; try a lower learning rate", exit_code=3)
+        if not warned and max(abs(vals[0]), abs(vals[1])) > EXPLODING_LOSS:
+            warn(f"loss_D={vals[0]:.3g}, loss_G={vals[1]:.3g} at step {step}: the losses are exploding, so the run is "
+                 "probably diverging; try a lower learning rate")
+            warned = True
         if is_main:
             append_jsonl(run / "metrics.jsonl", rec)
             if tb is not None:
@@ -212,7 +250,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
         acc.zero_()
         n_acc, t_log, step_log = 0, now, step
 
-    shown_at = -1
+    shown_at, warned = -1, False
 
     def shown() -> Generator:
         """The generator users see: the EMA one (BN statistics recomputed once per step) when on."""
@@ -283,13 +321,15 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
                     draw()
             if step != saved_step:
                 save()
+    except OSError as e:
+        raise disk_error(e, run, "train") from None
     finally:
         prefetch.close()
         bar.close()
         if tb is not None:
             tb.close()
     return TrainResult(run, last_ckpt or (checkpoint.list_checkpoints(run) or [None])[-1], step, step * per_step,
-                       time.time() - t_start, budget.stopped_by)
+                       time.time() - t_start, budget.stopped_by, first_step, first_step * per_step)
 
 
 @dataclass(frozen=True)
@@ -356,26 +396,6 @@ def _tensorboard(run: Path) -> Any:
     return SummaryWriter(str(run / "tensorboard"))
 
 
-def _check_stabilisers(cfg: TrainConfig) -> tuple[str, ...]:
-    """One-line errors for option values and combinations that cannot work; the parsed augment policy."""
-    if cfg.loss not in loss.LOSSES:
-        raise FaceganError(f"--loss must be one of {', '.join(loss.LOSSES)}, not {cfg.loss!r}")
-    if cfg.loss == "hinge" and (cfg.label_smoothing or cfg.label_noise or cfg.label_flip):
-        raise FaceganError("label smoothing/noise/flips set targets, which the hinge loss has none of; use --loss bce or ls")
-    if not 0 <= cfg.ema < 1:
-        raise FaceganError(f"--ema is a decay in [0, 1) (e.g. 0.999), not {cfg.ema}")
-    if cfg.ema_kimg < 0 or cfg.ema_rampup < 0:
-        raise FaceganError("--ema-kimg and --ema-rampup must be ≥ 0")
-    if cfg.ema and cfg.ema_kimg:
-        raise FaceganError("give the EMA either as a per-step decay (--ema) or as a half-life (--ema-kimg), not both")
-    if cfg.r1 < 0 or cfg.r1_every < 1:
-        raise FaceganError("--r1 must be ≥ 0 and --r1-every ≥ 1")
-    try:
-        return augment.parse_policy(cfg.augment)
-    except ValueError as e:
-        raise FaceganError(f"--augment: {e}") from None
-
-
 def _state(step: int, per_step: int, cfg: TrainConfig, G: Generator, D: Discriminator, G_ema: Generator | None,
            opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, gen: torch.Generator,
            device: torch.device) -> tuple[dict, dict]:
@@ -413,6 +433,9 @@ def append_jsonl(path: Path, rec: dict) -> None:
 
 
 def truncate_metrics(path: Path, step: int) -> None:
-    """Drop log lines past ``step`` — written by a run that was killed after its last checkpoint."""
-    recs = [r for r in viz.read_metrics(path) if r["step"] <= step]
-    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    """Drop log lines past ``step`` — written by a run killed after its last checkpoint — and any torn
+    line a crash or a full disk left; atomically, so a kill during the rewrite loses no line."""
+    if not path.exists() and step == 0:
+        return
+    recs = [r for r in viz.read_metrics(path) if r.get("step", math.inf) <= step]
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in recs))

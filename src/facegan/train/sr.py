@@ -35,7 +35,8 @@ from facegan.metrics.pixel import psnr
 from facegan.models.dcgan import to_uint8
 from facegan.models.srresnet import SRConfig, SRDiscriminator, SRGenerator, bicubic, build_sr, downscale
 from facegan.train import loss
-from facegan.train.loop import Budget, TrainResult, append_jsonl, truncate_metrics
+from facegan.fileio import write_text_atomic
+from facegan.train.loop import Budget, TrainResult, append_jsonl, disk_error, start, truncate_metrics
 
 PANEL = 6  # held-out faces in the sample panels
 N_VAL = 64  # held-out faces whose PSNR is logged at every checkpoint
@@ -141,16 +142,9 @@ def sr_step(G: SRGenerator, D: SRDiscriminator | None, opt_g: torch.optim.Optimi
 
 def train_sr(cfg: SRTrainConfig, resume: bool = False, progress: bool = True) -> TrainResult:
     """Train (or, with ``resume``, continue) the upscaler run described by ``cfg`` in ``cfg.out``."""
+    cfg = start(cfg, resume)
     run = Path(cfg.out)
-    if not resume and checkpoint.list_checkpoints(run):
-        raise FaceganError(f"{run} already holds a run; continue it with --resume, or pick another --out")
     m = cfg.model
-    if cfg.hr_res % m.scale or cfg.hr_res // m.scale < 8:
-        raise FaceganError(f"--hr-res {cfg.hr_res} must be a multiple of --scale {m.scale} with inputs of at least 8 pixels")
-    if cfg.holdout < 2:
-        raise FaceganError(f"--holdout must be ≥ 2 (every k-th image is held out), not {cfg.holdout}")
-    if min(cfg.l1, cfg.feature, cfg.adv, cfg.blur, cfg.noise) < 0 or not 0 <= cfg.jpeg <= 95:
-        raise FaceganError("loss weights, --blur and --noise must be ≥ 0 and --jpeg a quality in 0..95 (0 = off)")
     device = pick_device(cfg.device)
     configure(device)
 
@@ -163,8 +157,6 @@ def train_sr(cfg: SRTrainConfig, resume: bool = False, progress: bool = True) ->
         raise FaceganError(f"{data_path} has {len(train_idx)} training images, fewer than one batch of {cfg.batch}; use a smaller --batch")
     budget_steps = [math.ceil(cfg.max_images / cfg.batch)] if cfg.max_images else []
     budget_steps += [math.ceil(cfg.epochs * sampler.steps_per_epoch)] if cfg.epochs else []
-    if not budget_steps and not cfg.max_time:
-        raise FaceganError("no training budget: give --max-images, --epochs or --max-time")
     total_steps = min(budget_steps) if budget_steps else None
     held = np.asarray(data.images[held_idx[:N_VAL]])
 
@@ -181,11 +173,10 @@ def train_sr(cfg: SRTrainConfig, resume: bool = False, progress: bool = True) ->
     opt_d = torch.optim.Adam(D.parameters(), cfg.lr_d, betas=(0.9, 0.99))
     features = _feature_net(device) if cfg.feature > 0 else None
     gen = torch.Generator(device).manual_seed(cfg.seed + 1)  # flips and degradations
-    step = _restore(checkpoint.find(run), G, D, opt_g, opt_d, gen, device) if resume else 0
-    run.mkdir(parents=True, exist_ok=True)
-    (run / "config.json").write_text(json.dumps({**cfg.to_dict(), "kind": checkpoint.UPSCALER, "dataset": str(data_path),
-                                                 "dataset_count": len(data.images), "train_count": len(train_idx),
-                                                 "held_out_count": len(held_idx), "device": str(device)}, indent=2))
+    step = first_step = _restore(checkpoint.find(run), G, D, opt_g, opt_d, gen, device) if resume else 0
+    write_text_atomic(run / "config.json", json.dumps({**cfg.to_dict(), "kind": checkpoint.UPSCALER, "dataset": str(data_path),
+                                                       "dataset_count": len(data.images), "train_count": len(train_idx),
+                                                       "held_out_count": len(held_idx), "device": str(device)}, indent=2))
     truncate_metrics(run / "metrics.jsonl", step)
 
     # ---- the loop --------------------------------------------------------------------------------
@@ -254,11 +245,13 @@ def train_sr(cfg: SRTrainConfig, resume: bool = False, progress: bool = True) ->
                     draw()
             if step != saved_step:
                 save()
+    except OSError as e:
+        raise disk_error(e, run, "train-sr") from None
     finally:
         prefetch.close()
         bar.close()
     return TrainResult(run, last_ckpt or (checkpoint.list_checkpoints(run) or [None])[-1], step, step * cfg.batch,
-                       time.time() - t_start, budget.stopped_by)
+                       time.time() - t_start, budget.stopped_by, first_step, first_step * cfg.batch)
 
 
 @torch.no_grad()

@@ -1,0 +1,123 @@
+"""The rules every option is checked against before any work starts: one place for each.
+
+Typer parses types, but lets through what a long run then trips over hours later or never:
+``nan`` passes every ``min=`` bound, a seed of 2⁷⁰ overflows the RNG, and an ``--out`` under a
+file fails only when the first checkpoint is written. Commands call these checks first, so a bad
+value costs one ``error:`` line and nothing on disk; config validation (``config.validate``)
+uses the same rules for values read back from a run's saved config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import types
+import typing
+from pathlib import Path
+
+from facegan.errors import FaceganError
+
+SEED_MAX = 2**32 - 1
+"""Seeds are 0 … 2³² − 1 everywhere (CLI, API, service): what every RNG accepts without overflow."""
+
+
+def number(flag: str, value: float, lo: float | None = None, hi: float | None = None,
+           lo_open: bool = False, hi_open: bool = False) -> float:
+    """``value`` if it is a finite number within [lo, hi] (open ends where asked), else a one-line error."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (lo is None or (value > lo if lo_open else value >= lo))
+    ok = ok and (hi is None or (value < hi if hi_open else value <= hi))
+    if not ok:
+        lo_s = "" if lo is None else f"{'>' if lo_open else '≥'} {lo:g}"
+        hi_s = "" if hi is None else f"{'<' if hi_open else '≤'} {hi:g}"
+        bounds = " and ".join(s for s in (lo_s, hi_s) if s)
+        raise FaceganError(f"{flag} must be a finite number{' ' + bounds if bounds else ''}, not {value!r}")
+    return value
+
+
+def integer(flag: str, value: int, lo: int | None = None, hi: int | None = None) -> int:
+    """``value`` if it is an int within [lo, hi], else a one-line error."""
+    if not isinstance(value, int) or isinstance(value, bool) or (lo is not None and value < lo) or \
+            (hi is not None and value > hi):
+        span = f" in {lo} … {hi}" if lo is not None and hi is not None else (f" ≥ {lo}" if lo is not None else "")
+        raise FaceganError(f"{flag} must be an integer{span}, not {value!r}")
+    return value
+
+
+def seed(flag: str, value: int) -> int:
+    return integer(flag, value, 0, SEED_MAX)
+
+
+def output_dir(flag: str, path: str | Path) -> Path:
+    """A folder that is (or can be created) and written to; checked before any work is done."""
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise FaceganError(f"{flag} {p} is a file, not a folder; give a folder")
+    _check_writable(flag, p)
+    return p
+
+
+def output_file(flag: str, path: str | Path, example: str = "out") -> Path:
+    """A file path whose folder exists (or can be created) and can be written to; not a folder itself."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise FaceganError(f"{flag} {p} is a folder; give a file name inside it, such as {p / example}")
+    _check_writable(flag, p.parent)
+    return p
+
+
+def _check_writable(flag: str, folder: Path) -> None:
+    """The nearest existing ancestor of ``folder`` must be a folder this process may write into.
+
+    ``os.access`` answers for the read-only mounts and permissions a user meets; a file standing
+    where a folder of the path should be is named, since mkdir's ENOTDIR does not say which.
+    """
+    folder = Path(os.path.abspath(folder))
+    existing = next((q for q in (folder, *folder.parents) if q.exists()), None)
+    if existing is None:
+        return
+    if not existing.is_dir():
+        raise FaceganError(f"{flag}: {existing} is a file, so nothing can be written under it; choose another location")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = f"write in {existing}" if existing == folder else f"create {folder}: {existing} is not writable"
+        raise FaceganError(f"{flag}: cannot {what} (read-only or no permission); choose another location")
+
+
+def from_dict(cls: type, d: object, what: str) -> object:
+    """Build the dataclass ``cls`` from JSON ``d``, checking every known field's type first.
+
+    A saved config is data from a file, not code: a string where a number belongs, or a list
+    where a width belongs, must be one line naming the field, not a TypeError deep in torch.
+    Unknown keys are ignored (a newer facegan's extra options), missing ones take the defaults;
+    nested dataclass fields are the caller's to build.
+    """
+    if not isinstance(d, dict):
+        raise FaceganError(f"{what} is not a JSON object")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in d and f.init and not dataclasses.is_dataclass(hints[f.name]):
+            if not _is_a(d[f.name], hints[f.name]):
+                raise FaceganError(f"{what}: {f.name} = {d[f.name]!r:.60} has the wrong type")
+            kwargs[f.name] = d[f.name]
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as e:
+        raise FaceganError(f"{what}: {e}") from None
+
+
+def _is_a(value: object, hint: object) -> bool:
+    """isinstance for the annotations configs use: int, float (an int is fine), bool, str, Literal, X | None."""
+    origin = typing.get_origin(hint)
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_a(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint) if isinstance(hint, type) else False
