@@ -130,6 +130,39 @@ def _patch_member(raw: bytearray, name: bytes, flag_bits: int | None = None, met
             at += 4
 
 
+# ---- option values: (args with {tmp} a scratch folder holding a file "afile", {ckpt} a valid checkpoint; what the line says)
+
+BAD_VALUES: list[tuple[list[str], str]] = [
+    (["train", "--lr-g", "nan"], "--lr-g must be a finite number"),
+    (["train", "--lr-d", "-1"], "--lr-d must be a finite number > 0"),
+    (["train", "--lr-g", "1e6"], "≤ 1"),
+    (["train", "--seed", str(2**70)], "--seed must be an integer in 0 … 4294967295"),
+    (["train", "--epochs", "nan"], "--epochs"),
+    (["train", "--max-time", "inf"], "--max-time"),
+    (["train", "--beta1", "nan"], "--beta1"),
+    (["train", "--ema-kimg", "inf"], "--ema-kimg"),
+    (["train", "--label-noise", "nan"], "--label-noise"),
+    (["train", "--batch", "1000000"], "--batch"),
+    (["train", "--augment", "colour"], "unknown augmentation"),
+    (["train", "--out", "{tmp}/afile"], "is a file, not a folder"),
+    (["train", "--out", "{tmp}/afile/run"], "is a file, so nothing can be written under it"),
+    (["train-sr", "--lr", "nan", "--out", "{tmp}/sr"], "--lr must be a finite number"),
+    (["train-sr", "--noise", "inf", "--out", "{tmp}/sr"], "--noise"),
+    (["prepare", "procedural:8", "--res", "16", "--out", "{tmp}"], "is a folder; give a file name"),
+    (["prepare", "procedural:8", "--res", "16", "--out", "{tmp}/x.txt"], "must be a .npy file"),
+    (["prepare", "procedural:8", "--res", "30000", "--out", "{tmp}/x.npy"], "--res must be an integer in 4 … 2048"),
+    (["prepare", "procedural:8", "--res", "16", "--out", "{tmp}/afile/x.npy"], "is a file"),
+    (["generate", "{ckpt}", "--grid", "{tmp}"], "is a folder; give a file name"),
+    (["generate", "{ckpt}", "--seed", "-1"], "--seed"),
+    (["generate", "{ckpt}", "--seed", str(2**64)], "--seed"),
+    (["generate", "{ckpt}", "--out", "{tmp}/afile"], "is a file, not a folder"),
+    (["interpolate", "{ckpt}", "--seeds", f"1,{2**40}"], "--seeds"),
+    (["interpolate", "{ckpt}", "--frames", "100000000"], "--frames"),
+    (["interpolate", "{ckpt}", "--fps", "nan"], "--fps"),
+    (["evaluate", "--real", "{tmp}", "--fake", "{tmp}", "--seed", "-3"], "--seed"),
+]
+
+
 # ---- checkpoints -------------------------------------------------------------------------------
 
 def safetensors_bytes(tensors: dict[str, torch.Tensor], meta: object) -> bytes:

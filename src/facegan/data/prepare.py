@@ -177,6 +177,7 @@ def open_prepared(path: str | Path) -> PreparedData:
         raise FaceganError(
             f"cannot read prepared dataset {path}: {e}; run `facegan prepare` again"
         ) from None
+    manifest = manifest if isinstance(manifest, dict) else {}
     res = manifest.get("res")
     expected = (manifest.get("count"), res, res, manifest.get("channels"))
     if manifest.get("format") != FORMAT or images.dtype != np.uint8 or images.shape != expected:

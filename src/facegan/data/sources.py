@@ -208,6 +208,8 @@ def open_source(src: str | Path, include_fake: bool = False) -> Source:
     path = path.resolve()
     if path.is_dir():
         return _open_folder(path, include_fake)
+    if not path.is_file():  # a pipe or a device would block or never end
+        raise FaceganError(f"dataset {path} is neither a folder nor a regular file")
     if _IDX_NAME.search(path.name):
         return IdxSource(path, [path])
     if path.suffix.lower() == ".zip" or zipfile.is_zipfile(path):
