@@ -152,7 +152,8 @@ def _kill_tagged(tag: str, grace_s: float) -> int:
 
 
 def temporaries(folder: Path) -> int:
-    return sum(1 for _ in folder.rglob("*.tmp"))
+    """Temporary files left in ``folder``: ours (``.NAME.HOST-PID-XXXX.tmp``) or any library's ``.tmpXXXX``."""
+    return sum(1 for p in folder.rglob(".*") if p.name.endswith(".tmp") or p.name.startswith(".tmp"))
 
 
 # ---- the corpus ---------------------------------------------------------------------------------

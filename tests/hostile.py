@@ -104,7 +104,12 @@ def hostile_zip(path: Path, rng: random.Random, good: int = 4) -> dict[str, str]
         made["bomb.png"] = "too large"
         zf.writestr("badcrc.png", good_image(rng))
         made["badcrc.png"] = "unreadable zip member"
+        zf.writestr("badlzma.png", good_image(rng, "BMP"), compress_type=zipfile.ZIP_LZMA)
+        made["badlzma.png"] = "unreadable zip member"
+        lzma_at = zf.getinfo("badlzma.png").header_offset
     raw = bytearray(path.read_bytes())
+    data_at = lzma_at + 30 + struct.unpack_from("<HH", raw, lzma_at + 26)[0] + struct.unpack_from("<HH", raw, lzma_at + 26)[1]
+    raw[data_at + 16 : data_at + 48] = bytes(range(32))  # garbage inside the LZMA stream
     _patch_member(raw, b"encrypted.png", flag_bits=0x1)
     _patch_member(raw, b"deflate64.png", method=9)
     _patch_member(raw, b"badcrc.png", crc=0xDEADBEEF)
@@ -159,6 +164,9 @@ BAD_VALUES: list[tuple[list[str], str]] = [
     (["interpolate", "{ckpt}", "--seeds", f"1,{2**40}"], "--seeds"),
     (["interpolate", "{ckpt}", "--frames", "100000000"], "--frames"),
     (["interpolate", "{ckpt}", "--fps", "nan"], "--fps"),
+    (["interpolate", "{ckpt}", "--truncation", "nan"], "threshold"),
+    (["generate", "{ckpt}", "--truncation", "-1", "--out", "{tmp}/faces"], "threshold"),
+    (["train", "--epochs", "0"], "no training budget"),
     (["evaluate", "--real", "{tmp}", "--fake", "{tmp}", "--seed", "-3"], "--seed"),
 ]
 
@@ -168,6 +176,10 @@ BAD_VALUES: list[tuple[list[str], str]] = [
 def safetensors_bytes(tensors: dict[str, torch.Tensor], meta: object) -> bytes:
     """A safetensors file whose "facegan" metadata is ``meta`` as JSON (any JSON, even not an object)."""
     return save({k: v.contiguous() for k, v in tensors.items()}, metadata={"facegan": json.dumps(meta)})
+
+
+# Doctored only in a training option: the weights are fine to sample from; resuming must be refused.
+TRAINING_RULE_CASES = ("lr is nan in config", "seed overflows")
 
 
 def checkpoint_variants(tensors: dict[str, torch.Tensor], meta: dict) -> dict[str, tuple[bytes, str]]:
@@ -190,6 +202,7 @@ def checkpoint_variants(tensors: dict[str, torch.Tensor], meta: dict) -> dict[st
         "memory bomb config": ({}, with_cfg(g_width=200_000), "g_width"),
         "width as string": (tensors, with_cfg(g_width="64"), "g_width"),
         "unknown layer kind": (tensors, with_cfg(g_up="pixelshuffle"), "g_up"),
+        "entry_res zero": (tensors, with_cfg(entry_res=0), "entry_res"),
         "step is text": (tensors, {**meta, "step": "ten"}, "'step'"),
         "negative images": (tensors, {**meta, "images": -5}, "'images'"),
         "config is a list": (tensors, {**meta, "config": [1, 2]}, "config"),
@@ -211,6 +224,9 @@ def checkpoint_variants(tensors: dict[str, torch.Tensor], meta: dict) -> dict[st
     out["empty file"] = (b"", "not a readable facegan checkpoint")
     out["header length lies"] = (struct.pack("<Q", 1 << 40) + valid[8:], "not a readable facegan checkpoint")
     out["pickle"] = (b"\x80\x04\x95" + bytes(64), "not a readable facegan checkpoint")
+    deep = "[" * 100_000 + "]" * 100_000  # json would exhaust the stack parsing it
+    out["deeply nested header"] = (save({k: v.contiguous() for k, v in tensors.items()}, metadata={"facegan": deep}),
+                                   "nested too deeply")
     return out
 
 

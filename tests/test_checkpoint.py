@@ -44,12 +44,11 @@ def test_crash_while_writing_leaves_previous_checkpoint_intact(tmp_path, monkeyp
     good = checkpoint.save(tmp_path, 1, *_tensors(1))
     before = good.read_bytes()
 
-    def crash(tensors, filename, metadata=None):
-        with open(filename, "wb") as f:
-            f.write(b"half a checkpoint")
+    def crash(f, tensors, metadata):
+        f.write(b"half a checkpoint")
         raise OSError("disk full")
 
-    monkeypatch.setattr(checkpoint, "save_file", crash)
+    monkeypatch.setattr(checkpoint, "_serialize", crash)
     with pytest.raises(OSError):
         checkpoint.save(tmp_path, 2, *_tensors(2))
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == [good.name]  # no temp file left

@@ -26,7 +26,7 @@ from hostile import good_image
 from safetensors.torch import load_file
 from test_cli import SRC, _one_error_line
 
-from facegan import checkpoint
+from facegan import checkpoint, fileio
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")]
 ENV = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -152,3 +152,23 @@ def test_a_refused_write_mid_run_keeps_the_last_checkpoint_and_resume_works(tmp_
     p = _run("train", "--resume", run, "--max-images", 64, "--no-progress")
     assert p.returncode == 0, p.stderr
     assert "the run is at step 4, 64 images in total" in p.stdout
+
+
+def test_a_checkpoint_write_killed_midway_leaves_only_a_temporary_the_next_write_sweeps(tmp_path):
+    """The whole file goes through our own temporary (not a writer library's hidden one), so the sweep finds it."""
+    script = ("import sys, torch; from facegan import checkpoint\n"
+              "t = {'x': torch.ones(96 << 20 >> 2)}\n"  # 96 MB: a write that takes a while
+              "sys.stdout.write('go\\n'); sys.stdout.flush()\n"
+              "while True: checkpoint.write_atomic(__import__('pathlib').Path(sys.argv[1]), t, {})\n")
+    target = tmp_path / "checkpoints" / "ckpt-00000001.safetensors"
+    rng = random.Random(2)
+    for _ in range(3):
+        proc = subprocess.Popen([sys.executable, "-c", script, str(target)], env=ENV, stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline() == "go\n"
+        time.sleep(rng.uniform(0.05, 0.6))
+        proc.kill()
+        proc.wait()
+        names = [p.name for p in target.parent.iterdir() if p != target]
+        assert all(fileio._TMP.match(n) for n in names), names  # nothing but our own, attributable temporaries
+    checkpoint.write_atomic(target.with_name("ckpt-00000002.safetensors"), {"x": torch.zeros(3)}, {})
+    assert sorted(p.name for p in target.parent.iterdir()) <= ["ckpt-00000001.safetensors", "ckpt-00000002.safetensors"]

@@ -22,16 +22,18 @@ from __future__ import annotations
 import json
 import math
 import re
+import struct
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from facegan.config import SRTrainConfig, TrainConfig, validate
+from facegan import checks
+from facegan.config import SRTrainConfig, TrainConfig
 from facegan.errors import FaceganError
-from facegan.fileio import atomic_path
+from facegan.fileio import atomic_path, parse_json
 from facegan.models.dcgan import build
 from facegan.models.srresnet import build_sr
 from facegan.train import ema
@@ -40,7 +42,6 @@ FORMAT = "facegan-checkpoint-1"
 BEST = "best.safetensors"
 UPSCALER = "upscaler"  # meta "kind" of `train-sr` checkpoints; GAN checkpoints have no kind
 _NAME = re.compile(r"^ckpt-(\d{8})\.safetensors$")
-_OS_ERROR = re.compile(r"I/O error: (?P<what>.*?) \(os error (?P<errno>\d+)\)")
 
 
 def write_atomic(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
@@ -50,20 +51,48 @@ def write_atomic(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, A
     logged losses finite while D's BatchNorm running_var is already inf.
     """
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    bad = non_finite(tensors)
     if bad:
-        good = list_checkpoints(run_dir(Path(path)))
         raise FaceganError(f"the run diverged: {', '.join(bad[:3])}{' …' if len(bad) > 3 else ''} hold NaN/inf, so "
-                           f"{Path(path).name} was not written; last good checkpoint: {good[-1] if good else 'none'}; "
-                           "try a lower learning rate", exit_code=3)
-    with atomic_path(path) as tmp:
-        try:
-            save_file(tensors, str(tmp), metadata={"facegan": json.dumps(meta)})
-        except SafetensorError as e:  # the Rust writer reports a full disk as its own error type
-            io = _OS_ERROR.search(str(e))
-            if io is None:
-                raise
-            raise OSError(int(io["errno"]), io["what"], str(path)) from None
+                           f"{Path(path).name} was not written; {last_good(run_dir(Path(path)))}; try a lower learning rate",
+                           exit_code=3)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        _serialize(f, tensors, {"facegan": json.dumps(meta)})
+
+
+def _serialize(f: BinaryIO, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """The safetensors format, streamed into our own file.
+
+    safetensors' ``save_file`` writes to a temporary name of its own and renames it over the
+    target, so a kill mid-write would leave a checkpoint-sized file our sweep cannot attribute;
+    its ``save`` builds the whole file in memory. The format is simple enough to stream: an 8-byte
+    little-endian header length, a JSON header (name → dtype, shape, byte range; padded with
+    spaces to 8 bytes), then the raw little-endian bytes in header order. ``load`` reads it back
+    with safetensors itself.
+    """
+    header: dict[str, Any] = {"__metadata__": metadata}
+    offset = 0
+    for name in sorted(tensors):
+        t = tensors[name]
+        n = t.numel() * t.element_size()
+        header[name] = {"dtype": _DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    f.write(struct.pack("<Q", len(text)) + text)
+    for name in sorted(tensors):
+        f.write(tensors[name].reshape(-1).view(torch.uint8).numpy().data)
+
+
+def non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating tensors holding a NaN or an inf."""
+    return [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def last_good(run: Path) -> str:
+    """"last good checkpoint: PATH" (or none) — what every diverged or failed run tells its user."""
+    good = list_checkpoints(run)
+    return f"last good checkpoint: {good[-1] if good else 'none'}"
 
 
 def module_state(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -96,7 +125,7 @@ def save_best(run_dir: Path, step: int, tensors: dict[str, torch.Tensor], meta: 
 def best_fid(run_dir: Path) -> float:
     """FID of the run's best checkpoint, or inf when there is none (so any FID beats it)."""
     path = Path(run_dir) / "checkpoints" / BEST
-    return float(load(path)[1].get("fid", math.inf)) if path.is_file() else math.inf
+    return float(read_meta(path).get("fid", math.inf)) if path.is_file() else math.inf
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
@@ -127,7 +156,7 @@ def load(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         tensors = load_file(str(p))
     except (SafetensorError, OSError, ValueError) as e:
         raise FaceganError(f"{p} is not a readable facegan checkpoint ({type(e).__name__}: {e})") from None
-    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    bad = non_finite(tensors)
     if bad:
         raise FaceganError(f"{p} is damaged: {', '.join(bad[:3])} hold NaN/inf values")
     return tensors, meta
@@ -145,7 +174,7 @@ def _inspect(path: str | Path) -> tuple[Path, dict[str, Any]]:
         with safe_open(str(p), framework="pt") as f:
             header = f.metadata() or {}
             have = {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
-        meta = json.loads(header["facegan"])
+        meta = parse_json(header["facegan"])
     except (SafetensorError, OSError, KeyError, ValueError, TypeError) as e:
         raise FaceganError(f"{p} is not a readable facegan checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
@@ -167,7 +196,8 @@ def _inspect(path: str | Path) -> tuple[Path, dict[str, Any]]:
     return p, meta
 
 
-_DTYPES = {torch.float32: "F32", torch.int64: "I64", torch.uint8: "U8"}
+_DTYPES = {torch.float32: "F32", torch.float64: "F64", torch.float16: "F16", torch.bfloat16: "BF16", torch.int64: "I64",
+           torch.int32: "I32", torch.uint8: "U8", torch.bool: "BOOL"}
 _RNG_BYTES = 1 << 16  # a generator's state is a few KB; anything larger is not one
 Spec = tuple[tuple[int, ...] | None, str]  # shape (None: any 1-D up to _RNG_BYTES) and safetensors dtype
 
@@ -188,8 +218,12 @@ def _expected(meta: dict[str, Any]) -> tuple[dict[str, Spec], dict[str, Spec]]:
     kind = meta.get("kind")
     if kind not in (None, UPSCALER):
         raise FaceganError(f"unknown checkpoint kind {kind!r}")
+    # Types checked, the architecture's ranges checked (ModelConfig / SRConfig); the training rules
+    # of config.validate are not: they apply when a run is (re)started, and a rule added later must
+    # not make an older run unreadable.
     cfg = (SRTrainConfig if kind == UPSCALER else TrainConfig).from_dict(meta.get("config"))
-    validate(cfg)
+    for name in ("ema", "ema_kimg", "ema_rampup", "adv"):
+        checks.number(name, getattr(cfg, name, 0.0), 0)
     with torch.device("meta"):  # shapes without memory, whatever the config claims
         nets = dict(zip(("SR", "D"), build_sr(cfg.model))) if kind == UPSCALER else dict(zip(("G", "D"), build(cfg.model)))
     trained = {"optSR": "SR", "optD": "D"} if kind == UPSCALER else {"optG": "G", "optD": "D"}
@@ -200,13 +234,15 @@ def _expected(meta: dict[str, Any]) -> tuple[dict[str, Spec], dict[str, Spec]]:
     required: dict[str, Spec] = {"rng.torch": ((torch.get_rng_state().numel(),), "U8"), "rng.gen": (None, "U8")}
     for prefix, net in nets.items():
         required.update({f"{prefix}.{k}": (tuple(v.shape), _DTYPES.get(v.dtype, str(v.dtype))) for k, v in net.state_dict().items()})
+    optional: dict[str, Spec] = {"rng.cuda": (None, "U8")}
     for prefix, name in trained.items():
         params = list(nets[name].parameters())
         _check_groups(prefix, meta.get(prefix), len(params))
+        moments = required if meta["step"] > 0 else optional  # Adam has no state before its first step
         for i, w in enumerate(params):
-            required.update({f"{prefix}.{i}.step": ((), "F32"), f"{prefix}.{i}.exp_avg": (tuple(w.shape), "F32"),
-                             f"{prefix}.{i}.exp_avg_sq": (tuple(w.shape), "F32")})
-    return required, {"rng.cuda": (None, "U8")}
+            moments.update({f"{prefix}.{i}.step": ((), "F32"), f"{prefix}.{i}.exp_avg": (tuple(w.shape), "F32"),
+                            f"{prefix}.{i}.exp_avg_sq": (tuple(w.shape), "F32")})
+    return required, optional
 
 
 def _check_groups(prefix: str, groups: Any, n_params: int) -> None:

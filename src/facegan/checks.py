@@ -16,7 +16,7 @@ import types
 import typing
 from pathlib import Path
 
-from facegan.errors import FaceganError
+from facegan.errors import FaceganError, describe_os_error
 
 SEED_MAX = 2**32 - 1
 """Seeds are 0 … 2³² − 1 everywhere (CLI, API, service): what every RNG accepts without overflow."""
@@ -49,6 +49,13 @@ def seed(flag: str, value: int) -> int:
     return integer(flag, value, 0, SEED_MAX)
 
 
+def truncation(flag: str, value: float | None) -> float | None:
+    """The truncation ψ: None (off) or a threshold in standard deviations > 0 (inf is the same as off)."""
+    if value is not None and not (isinstance(value, (int, float)) and value > 0):  # also refuses NaN
+        raise FaceganError(f"{flag} ψ is a threshold in standard deviations > 0 (e.g. 0.7), not {value}")
+    return value
+
+
 def output_dir(flag: str, path: str | Path) -> Path:
     """A folder that is (or can be created) and written to; checked before any work is done."""
     p = Path(path).expanduser()
@@ -68,20 +75,32 @@ def output_file(flag: str, path: str | Path, example: str = "out") -> Path:
 
 
 def _check_writable(flag: str, folder: Path) -> None:
-    """The nearest existing ancestor of ``folder`` must be a folder this process may write into.
+    """``folder`` must be creatable and writable; a file standing where a folder of the path should
+    be is named (mkdir's ENOTDIR does not say which).
 
-    ``os.access`` answers for the read-only mounts and permissions a user meets; a file standing
-    where a folder of the path should be is named, since mkdir's ENOTDIR does not say which.
+    A missing folder is really made and removed again (with any parents made for it): the only
+    test that holds for root, for whom permission bits — and ``os.access`` — always say yes, while
+    a read-only mount still says no.
     """
     folder = Path(os.path.abspath(folder))
-    existing = next((q for q in (folder, *folder.parents) if q.exists()), None)
-    if existing is None:
-        return
+    missing = [q for q in (folder, *folder.parents) if not q.exists()]
+    existing = folder.parents[len(missing) - 1] if missing else folder
     if not existing.is_dir():
         raise FaceganError(f"{flag}: {existing} is a file, so nothing can be written under it; choose another location")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        what = f"write in {existing}" if existing == folder else f"create {folder}: {existing} is not writable"
-        raise FaceganError(f"{flag}: cannot {what} (read-only or no permission); choose another location")
+    if not missing:
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise FaceganError(f"{flag}: cannot write in {existing} (read-only or no permission); choose another location")
+        return
+    try:
+        folder.mkdir(parents=True)
+    except OSError as e:
+        raise FaceganError(f"{flag}: cannot create {folder}: {describe_os_error(e)}") from None
+    finally:
+        for q in missing:  # deepest first: leave the tree as it was
+            try:
+                q.rmdir()
+            except OSError:
+                pass
 
 
 def from_dict(cls: type, d: object, what: str) -> object:
@@ -110,8 +129,8 @@ def from_dict(cls: type, d: object, what: str) -> object:
 def _is_a(value: object, hint: object) -> bool:
     """isinstance for the annotations configs use: int, float (an int is fine), bool, str, Literal, X | None."""
     origin = typing.get_origin(hint)
-    if origin is typing.Literal:
-        return value in typing.get_args(hint)
+    if origin is typing.Literal:  # its type here; the allowed values are the dataclass's own rule
+        return isinstance(value, type(typing.get_args(hint)[0]))
     if origin in (typing.Union, types.UnionType):
         return any(_is_a(value, h) for h in typing.get_args(hint))
     if hint is type(None):

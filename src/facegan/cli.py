@@ -24,6 +24,8 @@ except ImportError:
 from facegan import checks
 from facegan.errors import FaceganError, describe_os_error
 
+NO_ARGS_HELP = getattr(click_exceptions, "NoArgsIsHelpError", ())  # Click ≥ 8.2; older Click prints the help itself
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -61,8 +63,8 @@ def prepare(
     channels: int = typer.Option(3, "--channels", help="3 = RGB, 1 = grayscale."),
     crop: str = typer.Option("auto", "--crop", help="auto (= center), center, celeba (140×140 face box), none (squash)."),
     include_fake: bool = typer.Option(False, "--include-fake", help="140k-faces layout: also take the fake faces."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Pack at most this many images."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Decoding processes (default: all cores)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Pack at most this many images."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Decoding processes (default: all cores)."),
 ) -> None:
     """Decode, crop and resize a dataset once into a memory-mapped uint8 file for training."""
     from facegan.data.prepare import format_summary
@@ -79,44 +81,44 @@ def train(
     preset: Optional[str] = typer.Option(None, "--preset", "-p", help="Model + recipe; see `facegan presets` (default dcgan64)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: runs/PRESET, numbered if taken)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder from its last checkpoint."),
-    batch: Optional[int] = typer.Option(None, "--batch", "-b", min=1, help="Batch size (preset default)."),
-    max_images: Optional[int] = typer.Option(None, "--max-images", min=1, help="Stop after D has seen this many real images in total."),
-    epochs: Optional[float] = typer.Option(None, "--epochs", min=0.0, help="Stop after this many passes over the data."),
-    max_time: Optional[float] = typer.Option(None, "--max-time", min=1.0, help="Stop after this many seconds (this invocation)."),
+    batch: Optional[int] = typer.Option(None, "--batch", "-b", help="Batch size (preset default)."),
+    max_images: Optional[int] = typer.Option(None, "--max-images", help="Stop after D has seen this many real images in total."),
+    epochs: Optional[float] = typer.Option(None, "--epochs", help="Stop after this many passes over the data."),
+    max_time: Optional[float] = typer.Option(None, "--max-time", help="Stop after this many seconds (this invocation)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for init, data order, latents (default 0)."),
     lr_g: Optional[float] = typer.Option(None, "--lr-g", help="Generator Adam learning rate (default 2e-4)."),
     lr_d: Optional[float] = typer.Option(None, "--lr-d", help="Discriminator Adam learning rate (default 2e-4)."),
-    label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing", min=0.0, max=0.5, help="Real targets become 1−s."),
-    label_noise: Optional[float] = typer.Option(None, "--label-noise", min=0.0, max=0.5, help="Real targets ~U(1−n,1), fake ~U(0,n)."),
-    label_flip: Optional[float] = typer.Option(None, "--label-flip", min=0.0, max=0.5, help="Fraction of D targets swapped."),
-    d_dropout: Optional[float] = typer.Option(None, "--d-dropout", min=0.0, max=0.9, help="Dropout after every D block."),
+    label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing", help="Real targets become 1−s."),
+    label_noise: Optional[float] = typer.Option(None, "--label-noise", help="Real targets ~U(1−n,1), fake ~U(0,n)."),
+    label_flip: Optional[float] = typer.Option(None, "--label-flip", help="Fraction of D targets swapped."),
+    d_dropout: Optional[float] = typer.Option(None, "--d-dropout", help="Dropout after every D block."),
     flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help="Random horizontal flips of real images."),
     recipe: Optional[str] = typer.Option(None, "--recipe", help="classic (the preset's seed project exactly, batch included) or b16-ema (batch 16, EMA G: the faces* default, measured best); default per preset."),
     loss: Optional[str] = typer.Option(None, "--loss", help="bce (non-saturating), hinge, ls (least squares)."),
     d_norm: Optional[str] = typer.Option(None, "--d-norm", help="D normalisation: batch, none, spectral."),
     g_up: Optional[str] = typer.Option(None, "--g-up", help="G upsampling: convT, resize (nearest + 3×3 conv; no checkerboards)."),
     mbstd: Optional[bool] = typer.Option(None, "--mbstd/--no-mbstd", help="Minibatch-stddev feature before D's head."),
-    ema: Optional[float] = typer.Option(None, "--ema", min=0.0, max=0.99999, help="EMA decay for G's weights (e.g. 0.999; 0 = off)."),
-    ema_kimg: Optional[float] = typer.Option(None, "--ema-kimg", min=0.0, help="EMA of G as a half-life in thousands of images (StyleGAN's form; 0 = off); excludes --ema."),
-    ema_rampup: Optional[float] = typer.Option(None, "--ema-rampup", min=0.0, help="Cap the --ema-kimg half-life at this fraction of the images seen so far (default 0.05; 0 = none)."),
+    ema: Optional[float] = typer.Option(None, "--ema", help="EMA decay for G's weights (e.g. 0.999; 0 = off)."),
+    ema_kimg: Optional[float] = typer.Option(None, "--ema-kimg", help="EMA of G as a half-life in thousands of images (StyleGAN's form; 0 = off); excludes --ema."),
+    ema_rampup: Optional[float] = typer.Option(None, "--ema-rampup", help="Cap the --ema-kimg half-life at this fraction of the images seen so far (default 0.05; 0 = none)."),
     augment: Optional[str] = typer.Option(None, "--augment", help="DiffAugment policy for D's inputs, e.g. color,translation,cutout ('' = off)."),
-    r1: Optional[float] = typer.Option(None, "--r1", min=0.0, help="R1 gradient penalty γ on real images (0 = off)."),
-    r1_every: Optional[int] = typer.Option(None, "--r1-every", min=1, help="Apply R1 every N steps (lazy, scaled by N; default 16)."),
-    beta1: Optional[float] = typer.Option(None, "--beta1", min=0.0, max=0.999, help="Adam β1 (default 0.5)."),
-    beta2: Optional[float] = typer.Option(None, "--beta2", min=0.0, max=0.9999, help="Adam β2 (default 0.999)."),
+    r1: Optional[float] = typer.Option(None, "--r1", help="R1 gradient penalty γ on real images (0 = off)."),
+    r1_every: Optional[int] = typer.Option(None, "--r1-every", help="Apply R1 every N steps (lazy, scaled by N; default 16)."),
+    beta1: Optional[float] = typer.Option(None, "--beta1", help="Adam β1 (default 0.5)."),
+    beta2: Optional[float] = typer.Option(None, "--beta2", help="Adam β2 (default 0.999)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto (cuda → mps → cpu), cpu, cuda, cuda:1, mps."),
     precision: Optional[str] = typer.Option(None, "--precision", help="auto (bf16 where native, else fp32), fp32, bf16."),
     channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="NHWC memory layout (default on: faster convolutions)."),
     tf32: Optional[bool] = typer.Option(None, "--tf32/--no-tf32", help="TF32 matmuls/convs in fp32 on CUDA (default on)."),
     use_compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile G and D (dynamic=False); default off (slower on small CPUs, see docs/benchmarks.md)."),
     resident: Optional[str] = typer.Option(None, "--resident", help="Copy the prepared data onto the device: auto (CUDA, when it fits), on, off."),
-    log_every: Optional[int] = typer.Option(None, "--log-every", min=1, help="Steps between metric log lines (the only host↔device sync)."),
+    log_every: Optional[int] = typer.Option(None, "--log-every", help="Steps between metric log lines (the only host↔device sync)."),
     tensorboard: Optional[bool] = typer.Option(None, "--tensorboard/--no-tensorboard", help="Also log scalars and sample grids to RUN/tensorboard (needs facegan[tensorboard])."),
-    sample_every: Optional[int] = typer.Option(None, "--sample-every", min=1, help="Steps between sample grids."),
-    ckpt_every: Optional[int] = typer.Option(None, "--ckpt-every", min=1, help="Steps between checkpoints."),
-    keep: Optional[int] = typer.Option(None, "--keep", min=1, help="Checkpoints kept (newest)."),
-    eval_every: Optional[int] = typer.Option(None, "--eval-every", min=1, help="Steps between FID/KID evaluations (needs facegan[metrics]); keeps checkpoints/best.safetensors by FID."),
-    eval_n: Optional[int] = typer.Option(None, "--eval-n", min=2, help="Generated faces per periodic evaluation (default 2000)."),
+    sample_every: Optional[int] = typer.Option(None, "--sample-every", help="Steps between sample grids."),
+    ckpt_every: Optional[int] = typer.Option(None, "--ckpt-every", help="Steps between checkpoints."),
+    keep: Optional[int] = typer.Option(None, "--keep", help="Checkpoints kept (newest)."),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Steps between FID/KID evaluations (needs facegan[metrics]); keeps checkpoints/best.safetensors by FID."),
+    eval_n: Optional[int] = typer.Option(None, "--eval-n", help="Generated faces per periodic evaluation (default 2000)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
 ) -> None:
     """Train a GAN; writes config, metrics JSONL, sample grids, loss curve and checkpoints to the run folder."""
@@ -199,10 +201,10 @@ def generate(
     source: Path = typer.Argument(..., help="Run folder (uses its latest checkpoint) or checkpoint file."),
     n: int = typer.Option(64, "-n", min=1, help="Number of faces."),
     seed: int = typer.Option(0, "--seed", help="Latent stream; face (seed, index) is always the same face."),
-    start: int = typer.Option(0, "--start", min=0, help="First latent index (regenerate one face with --start I -n 1)."),
+    start: int = typer.Option(0, "--start", help="First latent index (regenerate one face with --start I -n 1)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for PNGs + manifest.json (default: RUN/generated/seedS)."),
     grid: Optional[Path] = typer.Option(None, "--grid", help="Write one grid PNG here instead of separate files."),
-    rows: int = typer.Option(6, "--rows", min=1, help="Grid is rows×rows faces."),
+    rows: int = typer.Option(6, "--rows", help="Grid is rows×rows faces."),
     batch: int = typer.Option(256, "--batch", min=1, help="Faces per forward pass."),
     device: str = typer.Option("auto", "--device", help="auto (cuda → mps → cpu), cpu, cuda, mps."),
     use_ema: bool = typer.Option(True, "--ema/--no-ema", help="Use the EMA generator when the run has one."),
@@ -220,6 +222,7 @@ def generate(
     checks.seed("--seed", seed)
     checks.integer("--start", start, 0, checks.SEED_MAX)
     checks.integer("--rows", rows, 1, 64)
+    checks.truncation("--truncation", truncation)
     if grid is not None:
         checks.output_file("--grid", grid, "grid.png")
     if out is not None:
@@ -246,29 +249,29 @@ def train_sr(
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the upscaler run in this folder from its last checkpoint."),
     scale: int = typer.Option(4, "--scale", help="Upscaling factor: 2 or 4."),
     hr_res: int = typer.Option(128, "--hr-res", help="Side of the high-resolution training images (the input side is hr-res / scale)."),
-    width: int = typer.Option(32, "--width", min=4, help="Feature maps of the upscaler."),
-    blocks: int = typer.Option(8, "--blocks", min=1, help="Residual blocks of the upscaler."),
-    batch: int = typer.Option(16, "--batch", "-b", min=1, help="Images per step."),
+    width: int = typer.Option(32, "--width", help="Feature maps of the upscaler."),
+    blocks: int = typer.Option(8, "--blocks", help="Residual blocks of the upscaler."),
+    batch: int = typer.Option(16, "--batch", "-b", help="Images per step."),
     lr: float = typer.Option(2e-4, "--lr", help="Adam learning rate of the upscaler."),
-    max_images: Optional[int] = typer.Option(None, "--max-images", min=1, help="Stop after this many training images in total."),
-    epochs: Optional[float] = typer.Option(None, "--epochs", min=0.0, help="Stop after this many passes over the training split (default 5 when no budget is given)."),
-    max_time: Optional[float] = typer.Option(None, "--max-time", min=1.0, help="Stop after this many seconds (this invocation)."),
+    max_images: Optional[int] = typer.Option(None, "--max-images", help="Stop after this many training images in total."),
+    epochs: Optional[float] = typer.Option(None, "--epochs", help="Stop after this many passes over the training split (default 5 when no budget is given)."),
+    max_time: Optional[float] = typer.Option(None, "--max-time", help="Stop after this many seconds (this invocation)."),
     seed: int = typer.Option(0, "--seed", help="Seed for init, data order, flips and degradations."),
-    holdout: int = typer.Option(20, "--holdout", min=2, help="Every k-th image is held out for evaluation, never trained on."),
+    holdout: int = typer.Option(20, "--holdout", help="Every k-th image is held out for evaluation, never trained on."),
     flip: bool = typer.Option(True, "--flip/--no-flip", help="Random horizontal flips."),
-    blur: float = typer.Option(0.0, "--blur", min=0.0, help="Degradation: Gaussian blur of the input, σ ~ U(0, BLUR) input pixels."),
-    noise: float = typer.Option(0.0, "--noise", min=0.0, help="Degradation: Gaussian noise, σ ~ U(0, NOISE) of the 0..255 range (e.g. 0.02)."),
-    jpeg: int = typer.Option(0, "--jpeg", min=0, max=95, help="Degradation: JPEG at quality ~ U(JPEG, 95); 0 = off."),
-    l1: float = typer.Option(1.0, "--l1", min=0.0, help="Weight of the pixel L1 loss."),
-    feature: float = typer.Option(0.0, "--feature", min=0.0, help="Weight of the feature loss on early FID-Inception layers (needs facegan[metrics])."),
-    adv: float = typer.Option(0.0, "--adv", min=0.0, help="Weight of the adversarial loss (e.g. 5e-3); > 0 trains a critic too."),
+    blur: float = typer.Option(0.0, "--blur", help="Degradation: Gaussian blur of the input, σ ~ U(0, BLUR) input pixels."),
+    noise: float = typer.Option(0.0, "--noise", help="Degradation: Gaussian noise, σ ~ U(0, NOISE) of the 0..255 range (e.g. 0.02)."),
+    jpeg: int = typer.Option(0, "--jpeg", help="Degradation: JPEG at quality ~ U(JPEG, 95); 0 = off."),
+    l1: float = typer.Option(1.0, "--l1", help="Weight of the pixel L1 loss."),
+    feature: float = typer.Option(0.0, "--feature", help="Weight of the feature loss on early FID-Inception layers (needs facegan[metrics])."),
+    adv: float = typer.Option(0.0, "--adv", help="Weight of the adversarial loss (e.g. 5e-3); > 0 trains a critic too."),
     lr_d: float = typer.Option(1e-4, "--lr-d", help="Adam learning rate of the critic."),
     init: Optional[Path] = typer.Option(None, "--init", help="Start from this upscaler run's weights (e.g. an L1 run before adversarial fine-tuning)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto (cuda → mps → cpu), cpu, cuda, cuda:1, mps."),
-    log_every: Optional[int] = typer.Option(None, "--log-every", min=1, help="Steps between metric log lines."),
-    sample_every: Optional[int] = typer.Option(None, "--sample-every", min=1, help="Steps between held-out panels (input / bicubic / ours / truth)."),
-    ckpt_every: Optional[int] = typer.Option(None, "--ckpt-every", min=1, help="Steps between checkpoints."),
-    keep: Optional[int] = typer.Option(None, "--keep", min=1, help="Checkpoints kept (newest)."),
+    log_every: Optional[int] = typer.Option(None, "--log-every", help="Steps between metric log lines."),
+    sample_every: Optional[int] = typer.Option(None, "--sample-every", help="Steps between held-out panels (input / bicubic / ours / truth)."),
+    ckpt_every: Optional[int] = typer.Option(None, "--ckpt-every", help="Steps between checkpoints."),
+    keep: Optional[int] = typer.Option(None, "--keep", help="Checkpoints kept (newest)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
 ) -> None:
     """Train a face upscaler (×2/×4 SRResNet): L1 first, optionally a feature + adversarial fine-tune with --init."""
@@ -342,7 +345,7 @@ def interpolate(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="walk.gif, walk.mp4 (needs imageio-ffmpeg) or strip.png (default: RUN/walk.gif)."),
     linear: bool = typer.Option(False, "--linear", help="Straight lines between latents instead of spherical (slerp) arcs."),
     loop: bool = typer.Option(True, "--loop/--no-loop", help="Walk back to the first face, for a seamless looping video."),
-    fps: float = typer.Option(20.0, "--fps", min=1.0, help="Frames per second of the animation."),
+    fps: float = typer.Option(20.0, "--fps", help="Frames per second of the animation."),
     truncation: Optional[float] = typer.Option(None, "--truncation", help=TRUNCATION_HELP),
     device: str = typer.Option("auto", "--device", help="auto (cuda → mps → cpu), cpu, cuda, mps."),
     use_ema: bool = typer.Option(True, "--ema/--no-ema", help="Use the EMA generator when the run has one."),
@@ -357,6 +360,7 @@ def interpolate(
         raise FaceganError(f"--seeds takes comma-separated integers such as 3,17,42, not {seeds!r}") from None
     checks.integer("--frames", frames, 2, 10_000)
     checks.number("--fps", fps, 1, 240)
+    checks.truncation("--truncation", truncation)
     path = checks.output_file("--out", out or checkpoint.run_dir(checkpoint.find(source)) / "walk.gif")
     G = sample.load_generator(source, device=pick_device(device), ema=use_ema)
     sample.write_walk(G, path, seed_list, frames=frames, linear=linear, loop=loop, fps=fps, truncation=truncation)
@@ -426,11 +430,12 @@ def evaluate(
     from facegan.device import pick_device
     from facegan.metrics.evaluate import Evaluator, format_table, write_json
 
+    from facegan.data.prepare import check_res
     from facegan.metrics import METRICS, inception
 
     inception.check_backend(backend)
     checks.seed("--seed", seed)
-    checks.integer("--res", res, 16, 1024)
+    check_res(res)
     if out is not None:
         checks.output_dir("--out", out)
     names = [m.strip() for m in metrics_.split(",") if m.strip()]
@@ -461,7 +466,7 @@ def main() -> None:
     """Entry point, and the one error boundary: every failure becomes one ``error:`` line and an exit code."""
     try:
         code = app(prog_name="facegan", standalone_mode=False)  # errors come here, not to Typer's boxes
-    except click_exceptions.NoArgsIsHelpError as e:
+    except NO_ARGS_HELP as e:
         e.show()
         code = e.exit_code
     except click_exceptions.UsageError as e:
@@ -485,7 +490,7 @@ def error_line(e: Exception) -> str:
         return str(e)
     if isinstance(e, OSError):
         return describe_os_error(e)
-    if isinstance(e, MemoryError):
+    if _out_of_memory(e):
         return "out of memory: use a smaller --batch, -n or resolution, or a machine with more memory"
     return (f"internal error ({type(e).__name__}: {e}); this is a facegan bug: please report it with the output of "
             f"the same command run with {DEBUG_ENV}=1")
@@ -495,4 +500,10 @@ def exit_code(e: Exception) -> int:
     """2 for bad input or a failing machine, a FaceganError's own code (3: diverged), 1 for a bug."""
     if isinstance(e, FaceganError):
         return e.exit_code
-    return 2 if isinstance(e, (OSError, MemoryError)) else 1
+    return 2 if isinstance(e, OSError) or _out_of_memory(e) else 1
+
+
+def _out_of_memory(e: Exception) -> bool:
+    """Python's MemoryError, or torch's (CPU: a RuntimeError from its allocator; CUDA: OutOfMemoryError)."""
+    return isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or (
+        isinstance(e, RuntimeError) and ("can't allocate memory" in str(e) or "out of memory" in str(e).lower()))

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, ClassVar
 
 from facegan import checks
-from facegan.device import PRECISIONS, RESIDENT_MODES
+from facegan.device import check_resident
 from facegan.errors import FaceganError
 from facegan.models.dcgan import ModelConfig
 from facegan.models.srresnet import SRConfig
@@ -265,7 +265,9 @@ def validate(cfg: TrainConfig | SRTrainConfig) -> None:
 
     The same rules apply to a config typed on the command line and to one read back from a
     checkpoint (where they stop a doctored file from steering the run). Rules that need the
-    machine (does this device exist?) stay with what picks it (``facegan.device``).
+    machine (does this device exist? is bf16 native?) stay with what picks it (``facegan.device``,
+    called before any work too); the recipe name is checked where it is used (:func:`resolve`),
+    since a resumed run's settings are already resolved.
     """
     c = checks
     c.integer("--batch", cfg.batch, 1, 65_536)
@@ -273,10 +275,10 @@ def validate(cfg: TrainConfig | SRTrainConfig) -> None:
     if cfg.max_images is not None:
         c.integer("--max-images", cfg.max_images, 1)
     if cfg.epochs is not None:
-        c.number("--epochs", cfg.epochs, 0, lo_open=True)
+        c.number("--epochs", cfg.epochs, 0)  # 0: no epoch budget
     if cfg.max_time is not None:
         c.number("--max-time", cfg.max_time, 0, lo_open=True)
-    if cfg.max_images is None and cfg.epochs is None and cfg.max_time is None:
+    if not (cfg.max_images or cfg.epochs or cfg.max_time):
         raise FaceganError("no training budget: give --max-images, --epochs or --max-time")
     for flag, v in (("--log-every", cfg.log_every), ("--sample-every", cfg.sample_every),
                     ("--ckpt-every", cfg.ckpt_every), ("--keep", cfg.keep)):
@@ -306,12 +308,7 @@ def validate(cfg: TrainConfig | SRTrainConfig) -> None:
         augment.parse_policy(cfg.augment)
     except ValueError as e:
         raise FaceganError(f"--augment: {e}") from None
-    if cfg.recipe not in RECIPES:
-        raise FaceganError(f"unknown recipe {cfg.recipe!r}; choose one of: {', '.join(RECIPES)}")
-    if cfg.precision not in PRECISIONS:
-        raise FaceganError(f"--precision must be one of {', '.join(PRECISIONS)}, not {cfg.precision!r}")
-    if cfg.resident not in RESIDENT_MODES:
-        raise FaceganError(f"--resident must be one of {', '.join(RESIDENT_MODES)}, not {cfg.resident!r}")
+    check_resident(cfg.resident)
     c.integer("grid", cfg.grid, 1, 1024)
     c.integer("--eval-every", cfg.eval_every, 0)
     c.integer("--eval-n", cfg.eval_n, 2)

@@ -39,7 +39,7 @@ def pick_precision(name: str, device: torch.device) -> str:
     support.
     """
     if name not in PRECISIONS:
-        raise FaceganError(f"precision must be auto, fp32 or bf16, not {name!r}")
+        raise FaceganError(f"--precision must be one of {', '.join(PRECISIONS)}, not {name!r}")
     if name != "auto":
         return name
     return "bf16" if native_bf16(device) else "fp32"
@@ -83,6 +83,11 @@ def configure(device: torch.device, tf32: bool = True) -> None:
         torch.backends.cudnn.benchmark = True
 
 
+def check_resident(mode: str) -> None:
+    if mode not in RESIDENT_MODES:
+        raise FaceganError(f"--resident must be one of {', '.join(RESIDENT_MODES)}, not {mode!r}")
+
+
 def resident_images(images: np.ndarray, device: torch.device, mode: str = "auto") -> np.ndarray | torch.Tensor:
     """The prepared uint8 array, copied onto ``device`` when that pays, else unchanged.
 
@@ -91,8 +96,7 @@ def resident_images(images: np.ndarray, device: torch.device, mode: str = "auto"
     CPU, "on" loads the memory map into RAM (same batches, see the tests) and "auto" keeps the
     map, whose hot pages the OS caches anyway without growing the process.
     """
-    if mode not in RESIDENT_MODES:
-        raise FaceganError(f"resident must be auto, on or off, not {mode!r}")
+    check_resident(mode)
     if mode == "off" or (mode == "auto" and device.type != "cuda"):
         return images
     if mode == "auto" and images.nbytes > torch.cuda.mem_get_info(device)[0] // 4:

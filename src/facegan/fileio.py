@@ -15,9 +15,11 @@ permissions of the user's umask (0644 for most), whatever the library that wrote
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
+import stat
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -127,3 +129,26 @@ def flush_to_disk(paths: list[Path]) -> None:
     for p in paths:  # Windows: no global sync; fsync each file (needs a writable handle there)
         with open(p, "r+b") as f:
             os.fsync(f.fileno())
+
+
+MAX_JSON_BYTES = 64 << 20  # manifests, configs, results: a few MB at the very most
+
+
+def parse_json(text: str | bytes) -> object:
+    """JSON from a file's text; ValueError for anything that is not JSON, including nesting so deep
+    that the parser would exhaust the stack (json raises RecursionError there)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def read_json(path: Path) -> object:
+    """The JSON document in ``path``: a regular file of at most MAX_JSON_BYTES (a FIFO cannot block
+    the read), parsed by :func:`parse_json`. OSError or ValueError otherwise."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_JSON_BYTES:
+            raise ValueError(f"{path} is not a regular file of at most {MAX_JSON_BYTES >> 20} MB")
+        return parse_json(f.read())

@@ -18,8 +18,9 @@ from pathlib import Path
 from PIL import Image
 
 from facegan import checkpoint, plots, sample, viz
+from facegan.config import SRTrainConfig, TrainConfig
 from facegan.errors import FaceganError
-from facegan.fileio import write_text_atomic
+from facegan.fileio import read_json, write_text_atomic
 
 STYLE = """
 body { font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1000px; padding: 0 1em; color: #222; }
@@ -43,7 +44,7 @@ def write_report(run: str | Path, out: str | Path | None = None, log_x: bool = F
 
 def render(run: Path, log_x: bool = False) -> str:
     """The report's HTML text."""
-    cfg = json.loads((run / "config.json").read_text())
+    cfg = run_config(run)
     records = viz.read_metrics(run / "metrics.jsonl")
     sections = [_summary(run, cfg, records), _curves(records, log_x), _faces(run, cfg), _progress(run),
                 _evaluations(run, records), _memorization(run), _config(cfg)]
@@ -51,6 +52,25 @@ def render(run: Path, log_x: bool = False) -> str:
     return (f'<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
             f"<title>facegan report: {escape(run.name)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
             f"<h1>facegan run <code>{escape(run.name)}</code></h1>\n{body}\n</body>\n</html>\n")
+
+
+def run_config(run: Path) -> dict:
+    """The run's config.json, checked like a checkpoint's config (types, architecture), or one line.
+
+    The result holds every config field (defaults where the file lacks one) plus the file's
+    scalar extras (dataset, device, kind, world_size), so the report never meets a missing key.
+    """
+    try:
+        cfg = read_json(run / "config.json")
+        if not isinstance(cfg, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as e:
+        raise FaceganError(f"{run / 'config.json'} is not a readable run config ({e})") from None
+    try:
+        parsed = (SRTrainConfig if cfg.get("kind") == checkpoint.UPSCALER else TrainConfig).from_dict(cfg)
+    except FaceganError as e:
+        raise FaceganError(f"{run / 'config.json'} is not a facegan run config: {e}") from None
+    return {**{k: v for k, v in cfg.items() if isinstance(v, (str, int, float, type(None)))}, **parsed.to_dict()}
 
 
 def _summary(run: Path, cfg: dict, records: list[dict]) -> str:
@@ -97,7 +117,7 @@ def _faces(run: Path, cfg: dict) -> str:
         figures.append(_figure(path.read_bytes(), f"latest {what}: step {step:,}", pixel=True))
     best = run / "checkpoints" / checkpoint.BEST
     if best.is_file():
-        meta = checkpoint.load(best)[1]
+        meta = checkpoint.read_meta(best)
         figures.append(_figure(_best_grid(best, cfg), f"best checkpoint: step {meta['step']:,}, "
                                                       f"FID {meta.get('fid', math.nan):.2f}", pixel=True))
     return _section("faces", "Faces", "".join(figures)) if figures else ""
@@ -121,7 +141,7 @@ def _progress(run: Path) -> str:
 def _evaluations(run: Path, records: list[dict]) -> str:
     """Tables of `facegan evaluate` results (eval/*/eval.json) and of the periodic evaluations."""
     parts = []
-    results = {p.parent.name: json.loads(p.read_text()) for p in sorted(run.glob("eval/*/eval.json"))}
+    results = {p.parent.name: r for p in sorted(run.glob("eval/*/eval.json")) if (r := _eval_result(p))}
     if results:
         keys = list(dict.fromkeys(k for r in results.values() for k in r))
         head = "<tr><th>metric</th>" + "".join(f"<th>{escape(n)}</th>" for n in results) + "</tr>"
@@ -142,13 +162,23 @@ def _memorization(run: Path) -> str:
     figures = []
     for path in sorted(run.glob("eval/*/closest_pairs.png")):
         result_path = path.with_name("eval.json")
-        mem = json.loads(result_path.read_text()).get("mem_fraction") if result_path.is_file() else None
+        mem = _eval_result(result_path).get("mem_fraction")
+        mem = mem if isinstance(mem, (int, float)) and not isinstance(mem, bool) else None
         caption = path.parent.name + (f": {mem:.2%} of generated faces flagged as copies" if mem is not None else "")
         figures.append(_figure(path.read_bytes(), caption, pixel=True))
     if not figures:
         return ""
     intro = "<p>The 8 generated faces closest to a training face (Inception features), each beside that face.</p>"
     return _section("memorization", "Memorization", intro + "".join(figures))
+
+
+def _eval_result(path: Path) -> dict:
+    """An eval.json as a dict of its scalar entries; {} for a missing or damaged one (the report goes on)."""
+    try:
+        result = read_json(path)
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in result.items() if isinstance(v, (int, float, str))} if isinstance(result, dict) else {}
 
 
 def _config(cfg: dict) -> str:

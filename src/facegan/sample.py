@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from facegan import checkpoint, viz
+from facegan import checkpoint, checks, viz
 from facegan.device import autocast
 from facegan.errors import FaceganError
 from facegan.fileio import sweep_stale, write_text_atomic
@@ -136,10 +136,8 @@ def truncated_latents(n: int, z_dim: int, seed: int, start: int = 0, truncation:
     (seed, index, ψ), never on the batch or on n.
     """
     z = latents(n, z_dim, seed, start)
-    if truncation is None:
+    if checks.truncation("truncation", truncation) is None:
         return z
-    if not truncation > 0:  # also rejects NaN
-        raise FaceganError(f"truncation ψ is a threshold in standard deviations > 0 (e.g. 0.7), not {truncation}")
     g = torch.Generator()
     lo = torch.special.ndtr(torch.tensor(-float(truncation), dtype=torch.float64))
     for k in range(n):

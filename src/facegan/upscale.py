@@ -25,6 +25,7 @@ from facegan.models.srresnet import SRGenerator
 from facegan.train.sr import load_sr, split, upscale_held
 
 MAX_OUTPUT_PIXELS = 64_000_000  # a 16k×4k result is a mistake, not a face: refuse it before allocating
+PENDING_BYTES = 64 << 20  # decoded inputs held back while waiting for a batch of their size
 
 
 def load_upscaler(path: str | Path, device: str | torch.device = "cpu") -> SRGenerator:
@@ -60,34 +61,48 @@ def upscale_files(G: SRGenerator, src: str | Path, out_dir: str | Path, batch: i
     """Upscale an image file or a folder of them into ``out_dir`` as PNGs (folder structure kept).
 
     Returns (written files, [(skipped file, why)]): an unreadable or oversized file is named and
-    skipped, never fatal for the rest.
+    skipped, never fatal for the rest. Images of one size are batched together; memory stays
+    bounded for any number of files, since pending images are upscaled as soon as a batch is
+    full or they hold PENDING_BYTES in all.
     """
     src, out_dir = Path(src), Path(out_dir)
     files = input_files(src)
     if not files:
         raise FaceganError(f"no images ({', '.join(e.lstrip('.') for e in IMAGE_EXTENSIONS)}) in {src}")
     s = G.cfg.scale
-    by_size: dict[tuple[int, int], list[tuple[Path, np.ndarray]]] = {}
+    pending: dict[tuple[int, int], list[tuple[Path, np.ndarray]]] = {}
     skipped: list[tuple[Path, str]] = []
-    for f in files:
-        try:
-            img = decode_image(read_file(f), G.cfg.channels)
-        except BadImage as e:
-            skipped.append((f, str(e)))
-            continue
-        if img.shape[0] * img.shape[1] * s * s > MAX_OUTPUT_PIXELS:
-            skipped.append((f, f"too large: {img.shape[1]}×{img.shape[0]} would become over {MAX_OUTPUT_PIXELS // 1_000_000} MP"))
-            continue
-        by_size.setdefault(img.shape[:2], []).append((f, img))
-    written = []
-    with tqdm(total=sum(map(len, by_size.values())), unit="img", disable=not progress, dynamic_ncols=True) as bar:
-        for group in by_size.values():
-            for i in range(0, len(group), batch):
-                chunk = group[i : i + batch]
-                for (f, _), up in zip(chunk, G.upscale(np.stack([img for _, img in chunk]), batch)):
-                    rel = f.relative_to(src) if src.is_dir() else Path(f.name)
-                    written.append(viz.save_image(up, out_dir / rel.with_suffix(".png")))
-                bar.update(len(chunk))
+    written: list[Path] = []
+    held = 0  # bytes in pending
+
+    def flush(size: tuple[int, int]) -> None:
+        nonlocal held
+        group = pending.pop(size)
+        held -= sum(img.nbytes for _, img in group)
+        for (f, _), up in zip(group, G.upscale(np.stack([img for _, img in group]), batch)):
+            rel = f.relative_to(src) if src.is_dir() else Path(f.name)
+            written.append(viz.save_image(up, out_dir / rel.with_suffix(".png")))
+
+    with tqdm(total=len(files), unit="img", disable=not progress, dynamic_ncols=True) as bar:
+        for f in files:
+            bar.update(1)
+            try:
+                img = decode_image(read_file(f), G.cfg.channels)
+            except BadImage as e:
+                skipped.append((f, str(e)))
+                continue
+            if img.shape[0] * img.shape[1] * s * s > MAX_OUTPUT_PIXELS:
+                skipped.append((f, f"too large: {img.shape[1]}×{img.shape[0]} would become over {MAX_OUTPUT_PIXELS // 1_000_000} MP"))
+                continue
+            pending.setdefault(img.shape[:2], []).append((f, img))
+            held += img.nbytes
+            if len(pending[img.shape[:2]]) == batch:
+                flush(img.shape[:2])
+            elif held > PENDING_BYTES:
+                for size in list(pending):
+                    flush(size)
+        for size in list(pending):
+            flush(size)
     return written, skipped
 
 

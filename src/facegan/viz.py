@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import io
-import json
 import math
 import os
 import re
@@ -26,7 +25,7 @@ from tqdm import tqdm
 
 from facegan import plots
 from facegan.errors import FaceganError
-from facegan.fileio import atomic_path, flush_to_disk, write_bytes_atomic
+from facegan.fileio import atomic_path, flush_to_disk, parse_json, read_json, write_bytes_atomic
 
 PLOTS_NOTE = "note: pip install 'facegan[plots]' enables curves.png (smoothed losses, D outputs, FID)"
 VIDEO_NOTE = "writing .mp4 needs imageio-ffmpeg: pip install 'facegan[video]', or write a .gif"
@@ -142,8 +141,9 @@ def save_grid(images: np.ndarray, path: str | Path, nrow: int | None = None) -> 
 def read_metrics(path: str | Path) -> list[dict]:
     """Records of a metrics JSONL file (missing file → empty list).
 
-    Lines that are not a JSON object — the torn last line a crash or a full disk leaves — are
-    skipped: the records before them are intact, and a resume rewrites the file without them.
+    Lines that are not such a record (:func:`_is_record`) — the torn last line a crash or a full
+    disk leaves, or an edited one — are skipped: the records before them are intact, and a
+    resume rewrites the file without them.
     """
     p = Path(path)
     if not p.exists():
@@ -151,12 +151,18 @@ def read_metrics(path: str | Path) -> list[dict]:
     records = []
     for line in p.read_text(errors="replace").splitlines():
         try:
-            rec = json.loads(line)
+            rec = parse_json(line)
         except ValueError:
             continue
-        if isinstance(rec, dict) and isinstance(rec.get("step"), int):
+        if _is_record(rec):
             records.append(rec)
     return records
+
+
+def _is_record(rec: object) -> bool:
+    """A metrics line as facegan writes them: integer step and images, every other value a number."""
+    return (isinstance(rec, dict) and all(isinstance(rec.get(k), int) for k in ("step", "images"))
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rec.values()))
 
 
 def loss_curve(records: list[dict], path: str | Path, size: tuple[int, int] = (720, 360)) -> Path:
@@ -221,7 +227,7 @@ def update_run_pictures(run: str | Path) -> None:
 def step_grids(run: str | Path) -> list[tuple[int, Path]]:
     """(step, path) of every fixed-noise grid in ``run/samples``, oldest first."""
     folder = Path(run) / "samples"
-    found = [(int(m.group(1)), p) for p in folder.glob("step-*.png") if (m := _STEP_PNG.match(p.name))]
+    found = [(int(m.group(1)), p) for p in folder.glob("step-*.png") if (m := _STEP_PNG.match(p.name)) and p.is_file()]
     return sorted(found)
 
 
@@ -237,8 +243,11 @@ def progress_frames(run: str | Path) -> list[Image.Image]:
     per_step = _images_per_step(run)
     frames = []
     for step, path in grids:
-        with Image.open(path) as img:
-            frames.append(label_frame(img, step, per_step))
+        try:
+            with Image.open(path) as img:
+                frames.append(label_frame(img, step, per_step))
+        except (OSError, ValueError, SyntaxError):  # a damaged grid costs its frame, not the animation
+            continue
     return frames
 
 
@@ -326,11 +335,12 @@ def _pad16(a: np.ndarray) -> np.ndarray:
 
 def _images_per_step(run: Path) -> int | None:
     """Real images shown per step (batch × processes) from the run's config.json; None without one."""
-    cfg_path = Path(run) / "config.json"
-    if not cfg_path.is_file():
+    try:
+        cfg = read_json(Path(run) / "config.json")
+    except (OSError, ValueError):
         return None
-    cfg = json.loads(cfg_path.read_text())
-    return int(cfg["batch"]) * int(cfg.get("world_size", 1))
+    batch, world = (cfg.get("batch"), cfg.get("world_size", 1)) if isinstance(cfg, dict) else (None, None)
+    return batch * world if isinstance(batch, int) and isinstance(world, int) else None
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:

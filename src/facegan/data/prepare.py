@@ -23,8 +23,6 @@ import os
 import struct
 import threading
 import time
-import zipfile
-import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -42,7 +40,7 @@ from facegan.data import procedural
 from facegan.data.images import CROPS, BadImage, default_min_size, load_image
 from facegan.data.sources import IdxSource, Source, hash_lines, open_source
 from facegan.errors import FaceganError
-from facegan.fileio import atomic_path
+from facegan.fileio import atomic_path, read_json
 
 FORMAT = "facegan-prepared-1"
 CROP_CHOICES = ("auto", *CROPS)
@@ -117,10 +115,8 @@ class _Job:
                 data = self.source.read(i)
                 images.append(load_image(data, self.res, self.channels, self.crop, self.min_size))
                 kept.append(i)
-            except BadImage as e:
+            except BadImage as e:  # the sources' readers name every per-file failure this way
                 skipped.append((i, str(e)))
-            except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
-                skipped.append((i, f"unreadable: {e}"))
         shape = (len(images), self.res, self.res, self.channels)
         return _Chunk(np.stack(images) if images else np.empty(shape, np.uint8), kept, skipped)
 
@@ -171,7 +167,7 @@ def open_prepared(path: str | Path) -> PreparedData:
             f"{path} has no manifest ({meta.name}); create it with `facegan prepare`"
         )
     try:
-        manifest = json.loads(meta.read_text())
+        manifest = read_json(meta)
         images = np.load(path, mmap_mode="r")
     except (OSError, ValueError) as e:
         raise FaceganError(
@@ -251,8 +247,13 @@ def _open(src: str | Path | None, include_fake: bool) -> Source | ProceduralSour
     return ProceduralSource(int(count))
 
 
-def _check_options(res: int, channels: int, limit: int | None, workers: int | None) -> None:
+def check_res(res: int) -> None:
+    """The resolution images can be prepared at (training and evaluation alike)."""
     checks.integer("--res", res, 4, MAX_RES)
+
+
+def _check_options(res: int, channels: int, limit: int | None, workers: int | None) -> None:
+    check_res(res)
     if channels not in (1, 3):
         raise FaceganError(f"--channels must be 1 (grayscale) or 3 (RGB), not {channels}")
     if limit is not None:

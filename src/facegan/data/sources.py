@@ -32,7 +32,7 @@ from facegan.errors import FaceganError
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 _IDX_NAME = re.compile(r"images[.-]idx3-ubyte(\.gz)?$", re.IGNORECASE)
 _IDX_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
-_IDX_MAX_BYTES = 4 << 30  # 4 GB of pixels: 80× Fashion-MNIST
+_IDX_MAX_BYTES = 512 << 20  # 10× Fashion-MNIST; each decode worker holds its own copy
 _FFHQ_DIR = re.compile(r"ffhq|flickr.?faces|images\d+x\d+|thumbnails\d+x\d+", re.IGNORECASE)
 
 
@@ -110,7 +110,10 @@ class ZipSource(Source):
         too, so a member that lies about its size still cannot inflate into gigabytes.
         """
         if self._zip is None or self._pid != os.getpid():
-            self._zip, self._pid = zipfile.ZipFile(self.root), os.getpid()
+            try:
+                self._zip, self._pid = zipfile.ZipFile(self.root), os.getpid()
+            except (OSError, zipfile.BadZipFile) as e:  # the archive itself changed or vanished: stop, once
+                raise FaceganError(f"cannot read archive {self.root} any more: {e}") from None
         info = self._zip.getinfo(self.names[i])
         if info.flag_bits & 0x1:
             raise BadImage("encrypted zip member")
@@ -121,8 +124,8 @@ class ZipSource(Source):
         try:
             with self._zip.open(info) as f:
                 data = f.read(MAX_FILE_BYTES + 1)
-        except (zipfile.BadZipFile, EOFError, NotImplementedError, RuntimeError, ValueError, zlib.error, OSError) as e:
-            raise BadImage(f"unreadable zip member: {e}") from None
+        except Exception as e:  # noqa: BLE001 - each decompressor (zlib, bz2, lzma) fails its own way on bad bytes
+            raise BadImage(f"unreadable zip member: {e or type(e).__name__}") from None
         if len(data) > MAX_FILE_BYTES:
             raise BadImage(f"too large: over {MAX_FILE_BYTES >> 20} MB inflated")
         return data
@@ -141,27 +144,42 @@ _FILE_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe"), (sta
                (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 
+def open_regular(path: Path) -> IO[bytes]:
+    """``path`` opened for reading if it is a regular file: ValueError naming what it is otherwise.
+
+    Opened non-blocking, so a FIFO cannot hang the caller, then checked on the open descriptor
+    (no race with a swap): pipes, devices (a link to /dev/zero) and folders are refused.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise ValueError(next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file"))
+    return os.fdopen(fd, "rb")
+
+
 def read_file(path: Path, cap: int = MAX_FILE_BYTES) -> bytes:
     """The bytes of ``path`` if it is a regular file of at most ``cap`` bytes; :class:`BadImage` otherwise.
 
-    The one way facegan reads a user's image file. Opened non-blocking, so a FIFO named
-    ``pipe.jpg`` cannot hang the run, then checked on the open descriptor (no race with a swap):
-    pipes, devices (a link to /dev/zero), folders, dangling links and link loops are named skips,
-    and the size is checked before a byte is read.
+    The one way facegan reads a user's image file (through :func:`open_regular`, so a FIFO named
+    ``pipe.jpg`` cannot hang the run): pipes, devices (a link to /dev/zero), folders, dangling
+    links and link loops are named skips, and the size is checked before a byte is read.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+        f = open_regular(path)
     except OSError as e:
         what = "a dangling link" if e.errno == errno.ENOENT and os.path.islink(path) else e.strerror
         raise BadImage(f"unreadable: {what}") from None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            kind = next((name for test, name in _FILE_KINDS if test(st.st_mode)), "not a regular file")
-            raise BadImage(f"not an image file: {kind}")
-        if st.st_size > cap:
-            raise BadImage(f"too large: {st.st_size / 2**20:.0f} MB, over {cap >> 20} MB")
-        data = f.read(cap + 1)
+    except ValueError as e:
+        raise BadImage(f"not an image file: {e}") from None
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        if size > cap:
+            raise BadImage(f"too large: {size / 2**20:.0f} MB, over {cap >> 20} MB")
+        try:
+            data = f.read(cap + 1)
+        except OSError as e:
+            raise BadImage(f"unreadable: {e.strerror}") from None
     if len(data) > cap:
         raise BadImage(f"too large: grew past {cap >> 20} MB while being read")
     return data
@@ -295,25 +313,45 @@ def _no_images_message(path: Path) -> str:
 
 
 def _open_idx(path: Path) -> IO[bytes]:
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+    try:
+        f = open_regular(path)
+    except (OSError, ValueError) as e:
+        raise FaceganError(f"cannot read IDX file {path}: {e}") from None
+    return gzip.GzipFile(fileobj=f, mode="rb") if path.suffix == ".gz" else f
+
+
+def _read_idx(path: Path, n: int) -> bytes:
+    """The first ``n`` bytes of an IDX file (inflated for .gz); a FaceganError naming the file for a bad one."""
+    try:
+        with _open_idx(path) as f:
+            return f.read(n)
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        raise FaceganError(f"cannot read IDX file {path}: {e or type(e).__name__}; re-download it") from None
 
 
 def _read_idx_header(path: Path) -> tuple[int, int, int]:
     """Return (count, rows, cols) from an IDX3 header: magic then three big-endian uint32."""
-    with _open_idx(path) as f:
-        header = f.read(16)
+    header = _read_idx(path, 16)
     if len(header) < 16 or int.from_bytes(header[:4], "big") != _IDX_MAGIC:
         raise FaceganError(f"{path} is not an IDX image file (bad header); re-download it")
     count, rows, cols = (int.from_bytes(header[i : i + 4], "big") for i in (4, 8, 12))
     if not (0 < rows <= 1024 and 0 < cols <= 1024 and count * rows * cols <= _IDX_MAX_BYTES):
         raise FaceganError(f"{path} declares {count} images of {rows}x{cols}, beyond what an IDX image file holds")
+    if path.suffix == ".gz" and _gzip_size(path) != (16 + count * rows * cols) % 2**32:
+        raise FaceganError(f"{path} does not inflate to the {count} images its header declares (truncated?); re-download it")
     return count, rows, cols
+
+
+def _gzip_size(path: Path) -> int:
+    """The inflated size a gzip file's trailer records (mod 2³²): known before inflating anything."""
+    with open_regular(path) as f:
+        f.seek(-4, os.SEEK_END)
+        return int.from_bytes(f.read(4), "little")
 
 
 def _load_idx(path: Path) -> np.ndarray:
     count, rows, cols = _read_idx_header(path)
-    with _open_idx(path) as f:
-        raw = f.read(16 + count * rows * cols)  # bounded: a .gz cannot inflate past what the header declared
+    raw = _read_idx(path, 16 + count * rows * cols)  # bounded: a .gz cannot inflate past what the header declared
     pixels = np.frombuffer(raw, dtype=np.uint8, offset=16)
     if pixels.size != count * rows * cols:
         raise FaceganError(f"{path} is truncated ({pixels.size} of {count * rows * cols} pixels)")

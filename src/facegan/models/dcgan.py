@@ -72,6 +72,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.res not in SUPPORTED_RES:
             raise ValueError(f"res must be one of {SUPPORTED_RES}, got {self.res}")
+        if not 1 <= self.entry_res <= self.res:
+            raise ValueError(f"entry_res must be in 1 … res, got {self.entry_res}")
         ups = self.res / self.entry_res
         if ups < 2 or ups != 2 ** round(math.log2(ups)):
             raise ValueError(f"res {self.res} must be entry_res {self.entry_res} times a power of two ≥ 2")

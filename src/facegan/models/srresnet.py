@@ -50,7 +50,7 @@ class SRConfig:
     def __post_init__(self) -> None:
         if self.scale not in SCALES:
             raise ValueError(f"scale must be one of {SCALES}, not {self.scale}")
-        if self.channels not in (1, 3) or not 4 <= self.width <= 1024 or not 1 <= self.blocks <= 64 or not 4 <= self.d_width <= 1024:
+        if self.channels not in (1, 3) or not 4 <= self.width <= 4096 or not 1 <= self.blocks <= 1024 or not 4 <= self.d_width <= 4096:
             raise ValueError(f"invalid SRConfig {self}")
 
     def to_dict(self) -> dict[str, Any]:

@@ -69,7 +69,6 @@ def start(cfg: TrainConfig | SRTrainConfig, resume: bool) -> TrainConfig | SRTra
     run = checks.output_dir("--out", cfg.out)
     if not resume and checkpoint.list_checkpoints(run):
         raise FaceganError(f"{run} already holds a run; continue it with --resume, or pick another --out")
-    run.mkdir(parents=True, exist_ok=True)  # now, so a folder that cannot be made fails before any work
     return cfg if resume else replace(cfg, data=absolute_source(cfg.data))
 
 
@@ -94,7 +93,7 @@ def dist_info() -> tuple[int, int]:
 def resume_config(run: Path, **overrides: Any) -> TrainConfig | SRTrainConfig:
     """The saved config of ``run`` (a GAN or an upscaler run) with only budgets, device, speed
     options and logging cadence replaceable."""
-    _, meta = checkpoint.load(checkpoint.find(run))
+    meta = checkpoint.read_meta(run)
     cls = SRTrainConfig if meta.get("kind") == checkpoint.UPSCALER else TrainConfig
     cfg = cls.from_dict(meta["config"])
     allowed = BUDGETS | {"device", "precision", "channels_last", "tf32", "compile", "resident", "tensorboard",
@@ -437,5 +436,5 @@ def truncate_metrics(path: Path, step: int) -> None:
     line a crash or a full disk left; atomically, so a kill during the rewrite loses no line."""
     if not path.exists() and step == 0:
         return
-    recs = [r for r in viz.read_metrics(path) if r.get("step", math.inf) <= step]
+    recs = [r for r in viz.read_metrics(path) if r["step"] <= step]
     write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in recs))
