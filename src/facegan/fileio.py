@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 
 _HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:40] or "host"
@@ -143,12 +144,29 @@ def parse_json(text: str | bytes) -> object:
         raise ValueError("JSON nested too deeply") from None
 
 
+_FILE_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def open_regular(path: Path) -> IO[bytes]:
+    """``path`` opened for reading if it is a regular file: ValueError naming what it is otherwise.
+
+    The one way facegan opens a file it did not just write (images, IDX files, manifests,
+    configs). Opened non-blocking, so a FIFO cannot hang the caller, then checked on the open
+    descriptor (no race with a swap): pipes, devices (a link to /dev/zero) and folders are refused.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise ValueError(next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file"))
+    return os.fdopen(fd, "rb")
+
+
 def read_json(path: Path) -> object:
-    """The JSON document in ``path``: a regular file of at most MAX_JSON_BYTES (a FIFO cannot block
-    the read), parsed by :func:`parse_json`. OSError or ValueError otherwise."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_JSON_BYTES:
-            raise ValueError(f"{path} is not a regular file of at most {MAX_JSON_BYTES >> 20} MB")
+    """The JSON document in ``path``: a regular file (:func:`open_regular`) of at most MAX_JSON_BYTES,
+    parsed by :func:`parse_json`. OSError or ValueError otherwise."""
+    with open_regular(path) as f:
+        if os.fstat(f.fileno()).st_size > MAX_JSON_BYTES:
+            raise ValueError(f"{path} is larger than {MAX_JSON_BYTES >> 20} MB")
         return parse_json(f.read())

@@ -15,7 +15,6 @@ import gzip
 import hashlib
 import os
 import re
-import stat
 import zipfile
 import zlib
 from abc import ABC, abstractmethod
@@ -28,6 +27,7 @@ import numpy as np
 
 from facegan.data.images import MAX_FILE_BYTES, BadImage
 from facegan.errors import FaceganError
+from facegan.fileio import open_regular
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 _IDX_NAME = re.compile(r"images[.-]idx3-ubyte(\.gz)?$", re.IGNORECASE)
@@ -140,24 +140,6 @@ class ZipSource(Source):
 
 
 _ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
-_FILE_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a character device"),
-               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
-
-
-def open_regular(path: Path) -> IO[bytes]:
-    """``path`` opened for reading if it is a regular file: ValueError naming what it is otherwise.
-
-    Opened non-blocking, so a FIFO cannot hang the caller, then checked on the open descriptor
-    (no race with a swap): pipes, devices (a link to /dev/zero) and folders are refused.
-    """
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        raise ValueError(next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file"))
-    return os.fdopen(fd, "rb")
-
-
 def read_file(path: Path, cap: int = MAX_FILE_BYTES) -> bytes:
     """The bytes of ``path`` if it is a regular file of at most ``cap`` bytes; :class:`BadImage` otherwise.
 
@@ -170,7 +152,7 @@ def read_file(path: Path, cap: int = MAX_FILE_BYTES) -> bytes:
     except OSError as e:
         what = "a dangling link" if e.errno == errno.ENOENT and os.path.islink(path) else e.strerror
         raise BadImage(f"unreadable: {what}") from None
-    except ValueError as e:
+    except ValueError as e:  # what it is instead: a named pipe, a device, a folder
         raise BadImage(f"not an image file: {e}") from None
     with f:
         size = os.fstat(f.fileno()).st_size
