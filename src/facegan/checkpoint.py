@@ -30,7 +30,6 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
-from facegan import checks
 from facegan.config import SRTrainConfig, TrainConfig
 from facegan.errors import FaceganError
 from facegan.fileio import atomic_path, parse_json
@@ -221,9 +220,7 @@ def _expected(meta: dict[str, Any]) -> tuple[dict[str, Spec], dict[str, Spec]]:
     # Types checked, the architecture's ranges checked (ModelConfig / SRConfig); the training rules
     # of config.validate are not: they apply when a run is (re)started, and a rule added later must
     # not make an older run unreadable.
-    cfg = (SRTrainConfig if kind == UPSCALER else TrainConfig).from_dict(meta.get("config"))
-    for name in ("ema", "ema_kimg", "ema_rampup", "adv"):
-        checks.number(name, getattr(cfg, name, 0.0), 0)
+    cfg = saved_config(kind, meta.get("config"))
     with torch.device("meta"):  # shapes without memory, whatever the config claims
         nets = dict(zip(("SR", "D"), build_sr(cfg.model))) if kind == UPSCALER else dict(zip(("G", "D"), build(cfg.model)))
     trained = {"optSR": "SR", "optD": "D"} if kind == UPSCALER else {"optG": "G", "optD": "D"}
@@ -243,6 +240,11 @@ def _expected(meta: dict[str, Any]) -> tuple[dict[str, Spec], dict[str, Spec]]:
             moments.update({f"{prefix}.{i}.step": ((), "F32"), f"{prefix}.{i}.exp_avg": (tuple(w.shape), "F32"),
                             f"{prefix}.{i}.exp_avg_sq": (tuple(w.shape), "F32")})
     return required, optional
+
+
+def saved_config(kind: str | None, d: Any) -> TrainConfig | SRTrainConfig:
+    """The typed config a run saved (checkpoint meta or config.json), by the run's kind."""
+    return (SRTrainConfig if kind == UPSCALER else TrainConfig).from_dict(d)
 
 
 def _check_groups(prefix: str, groups: Any, n_params: int) -> None:

@@ -18,7 +18,6 @@ from pathlib import Path
 from PIL import Image
 
 from facegan import checkpoint, plots, sample, viz
-from facegan.config import SRTrainConfig, TrainConfig
 from facegan.errors import FaceganError
 from facegan.fileio import read_json, write_text_atomic
 
@@ -67,7 +66,7 @@ def run_config(run: Path) -> dict:
     except (OSError, ValueError) as e:
         raise FaceganError(f"{run / 'config.json'} is not a readable run config ({e})") from None
     try:
-        parsed = (SRTrainConfig if cfg.get("kind") == checkpoint.UPSCALER else TrainConfig).from_dict(cfg)
+        parsed = checkpoint.saved_config(cfg.get("kind"), cfg)
     except FaceganError as e:
         raise FaceganError(f"{run / 'config.json'} is not a facegan run config: {e}") from None
     return {**{k: v for k, v in cfg.items() if isinstance(v, (str, int, float, type(None)))}, **parsed.to_dict()}

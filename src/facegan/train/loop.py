@@ -94,11 +94,10 @@ def resume_config(run: Path, **overrides: Any) -> TrainConfig | SRTrainConfig:
     """The saved config of ``run`` (a GAN or an upscaler run) with only budgets, device, speed
     options and logging cadence replaceable."""
     meta = checkpoint.read_meta(run)
-    cls = SRTrainConfig if meta.get("kind") == checkpoint.UPSCALER else TrainConfig
-    cfg = cls.from_dict(meta["config"])
+    cfg = checkpoint.saved_config(meta.get("kind"), meta["config"])
     allowed = BUDGETS | {"device", "precision", "channels_last", "tf32", "compile", "resident", "tensorboard",
                          "log_every", "sample_every", "ckpt_every", "keep", "eval_every", "eval_n"}
-    given = {k: v for k, v in overrides.items() if v is not None and k in allowed & {f.name for f in fields(cls)}}
+    given = {k: v for k, v in overrides.items() if v is not None and k in allowed & {f.name for f in fields(cfg)}}
     if BUDGETS & given.keys():
         cfg = replace(cfg, max_images=None, epochs=None, max_time=None)
     return replace(cfg, out=str(run), **given)
