@@ -32,7 +32,7 @@ from facegan.cli import main
 from facegan.config import TrainConfig
 from facegan.data.prepare import prepare
 from facegan.errors import FaceganError
-from facegan.train import loop
+from facegan.train import harness, loop
 from facegan.viz import read_metrics
 
 CFG = TrainConfig(preset="tiny", batch=4, max_images=64, model=TINY)
@@ -422,7 +422,7 @@ def test_truncate_metrics_is_atomic(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(KeyboardInterrupt):
-        loop.truncate_metrics(metrics, 4)
+        harness.truncate_metrics(metrics, 4)
     assert len(metrics.read_text().splitlines()) == 10 and not temporaries(tmp_path)  # untouched, no temp left
 
 

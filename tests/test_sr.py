@@ -16,7 +16,8 @@ from facegan.config import SRTrainConfig
 from facegan.errors import FaceganError
 from facegan.metrics.pixel import psnr, ssim
 from facegan.models.srresnet import SRConfig, SRDiscriminator, SRGenerator, bicubic, build_sr, downscale
-from facegan.train.loop import resume_config, train
+from facegan.train.harness import resume_config
+from facegan.train.loop import train
 from facegan.train.sr import Weights, degrade, split, sr_step, train_sr
 from facegan.upscale import evaluate_heldout, load_upscaler
 

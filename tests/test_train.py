@@ -11,7 +11,8 @@ from PIL import Image
 from facegan import checkpoint, load_generator
 from facegan.errors import FaceganError
 from facegan.train import loss
-from facegan.train.loop import resume_config, train
+from facegan.train.harness import resume_config
+from facegan.train.loop import train
 
 
 def test_run_folder_contents(tiny_cfg):

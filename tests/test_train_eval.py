@@ -7,7 +7,8 @@ import pytest
 
 from facegan import checkpoint
 from facegan.metrics import evaluate as ev_mod
-from facegan.train.loop import resume_config, train
+from facegan.train.harness import resume_config
+from facegan.train.loop import train
 
 
 class _ScriptedEvaluator:

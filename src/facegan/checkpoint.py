@@ -39,6 +39,8 @@ from facegan.train import ema
 
 FORMAT = "facegan-checkpoint-1"
 BEST = "best.safetensors"
+MAX_WORLD = 65_536  # ranks a checkpoint may record random states for
+RANK_RNG = ("torch", "cuda", "gen", "aug")  # per-rank random states a checkpoint may hold (rng.rR.NAME)
 UPSCALER = "upscaler"  # meta "kind" of `train-sr` checkpoints; GAN checkpoints have no kind
 _NAME = re.compile(r"^ckpt-(\d{8})\.safetensors$")
 
@@ -231,7 +233,12 @@ def _expected(meta: dict[str, Any]) -> tuple[dict[str, Spec], dict[str, Spec]]:
     required: dict[str, Spec] = {"rng.torch": ((torch.get_rng_state().numel(),), "U8"), "rng.gen": (None, "U8")}
     for prefix, net in nets.items():
         required.update({f"{prefix}.{k}": (tuple(v.shape), _DTYPES.get(v.dtype, str(v.dtype))) for k, v in net.state_dict().items()})
-    optional: dict[str, Spec] = {"rng.cuda": (None, "U8")}
+    world = meta.get("world_size", 1)
+    if not isinstance(world, int) or isinstance(world, bool) or not 1 <= world <= MAX_WORLD:
+        raise FaceganError(f"'world_size' is {world!r}, expected a count of ranks in 1 … {MAX_WORLD}")
+    optional: dict[str, Spec] = {"rng.cuda": (None, "U8"), "rng.aug": (None, "U8")}
+    for r in range(1, world):  # every rank's own random states (train/harness.py)
+        optional.update({f"rng.r{r}.{k}": (None, "U8") for k in RANK_RNG})
     for prefix, name in trained.items():
         params = list(nets[name].parameters())
         _check_groups(prefix, meta.get(prefix), len(params))
@@ -281,13 +288,29 @@ def pack_rng(gen: torch.Generator, device: torch.device) -> dict[str, torch.Tens
 
 def unpack_rng(tensors: dict[str, torch.Tensor], gen: torch.Generator, device: torch.device) -> None:
     """Inverse of :func:`pack_rng`; a one-line error when the states come from another kind of device."""
-    torch.set_rng_state(tensors["rng.torch"])
-    if tensors["rng.gen"].numel() != gen.get_state().numel():
+    set_process_rng({k[4:]: v for k, v in tensors.items() if k in ("rng.torch", "rng.cuda")}, device)
+    unpack_generator(tensors["rng.gen"], gen, device)
+
+
+def process_rng(device: torch.device) -> dict[str, torch.Tensor]:
+    """This process's global random states (torch's, and CUDA's on a GPU): what dropout draws from."""
+    return {"torch": torch.get_rng_state(), **({"cuda": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {})}
+
+
+def set_process_rng(states: dict[str, torch.Tensor], device: torch.device) -> None:
+    """Inverse of :func:`process_rng` (entries it does not hold are left alone)."""
+    if "torch" in states:
+        torch.set_rng_state(states["torch"])
+    if "cuda" in states and device.type == "cuda":
+        torch.cuda.set_rng_state(states["cuda"], device)
+
+
+def unpack_generator(state: torch.Tensor, gen: torch.Generator, device: torch.device) -> None:
+    """Restore one generator's state; a one-line error when it was saved on another kind of device."""
+    if state.numel() != gen.get_state().numel():
         raise FaceganError(f"this checkpoint's random state comes from another kind of device than {device.type}; "
                            "resume on the device type the run was trained on (--device) for an exact continuation")
-    gen.set_state(tensors["rng.gen"])
-    if "rng.cuda" in tensors and device.type == "cuda":
-        torch.cuda.set_rng_state(tensors["rng.cuda"], device)
+    gen.set_state(state)
 
 
 def unpack_optimizer(prefix: str, opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list[dict[str, Any]]) -> None:

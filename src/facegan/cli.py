@@ -35,6 +35,24 @@ app = typer.Typer(
 DEBUG_ENV = "FACEGAN_DEBUG"
 
 
+NPROC_HELP = "Run as N ranks on this machine (torchrun --standalone; N GPUs, or CPU processes); see README 'Many GPUs and clusters'."
+
+
+def _launch(nproc: Optional[int]) -> None:
+    """``--nproc N`` > 1: run this very command as N ranks through torchrun, then exit with its code."""
+    if nproc is not None and checks.integer("--nproc", nproc, 1, 1024) > 1:
+        from facegan.launch import relaunch
+
+        raise typer.Exit(relaunch(nproc))
+
+
+def _quiet_rank() -> bool:
+    """Whether this process is a rank other than 0 of a many-rank run (which prints no summary)."""
+    from facegan.dist import env_world
+
+    return env_world()[0] != 0
+
+
 @app.callback()
 def _global(debug: bool = typer.Option(False, "--debug", help=f"Show the full traceback of any error (same as {DEBUG_ENV}=1).")) -> None:
     if debug:
@@ -119,11 +137,20 @@ def train(
     keep: Optional[int] = typer.Option(None, "--keep", help="Checkpoints kept (newest)."),
     eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Steps between FID/KID evaluations (needs facegan[metrics]); keeps checkpoints/best.safetensors by FID."),
     eval_n: Optional[int] = typer.Option(None, "--eval-n", help="Generated faces per periodic evaluation (default 2000)."),
+    g_norm: Optional[str] = typer.Option(None, "--g-norm", help="G normalisation: batch (DCGAN) or none (biased convs; a face never depends on its batch)."),
+    sync_bn: Optional[bool] = typer.Option(None, "--sync-bn/--no-sync-bn", help="Many ranks on CUDA: BatchNorm statistics of the global batch (default: each rank's own rows)."),
+    dist_timeout: Optional[float] = typer.Option(None, "--dist-timeout", help="Many ranks: seconds without an answer from a peer before the run stops with an error naming it (default 1800)."),
+    nproc: Optional[int] = typer.Option(None, "--nproc", help=NPROC_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
 ) -> None:
-    """Train a GAN; writes config, metrics JSONL, sample grids, loss curve and checkpoints to the run folder."""
+    """Train a GAN; writes config, metrics JSONL, sample grids, loss curve and checkpoints to the run folder.
+
+    --batch is the global batch: with N ranks (--nproc N, or torchrun) each takes batch/N.
+    """
+    _launch(nproc)
     from facegan import config
-    from facegan.train.loop import resume_config, train as run_train
+    from facegan.train.harness import resume_config
+    from facegan.train.loop import train as run_train
 
     budget = dict(max_images=max_images, epochs=epochs, max_time=max_time)
     if resume is not None:
@@ -131,7 +158,8 @@ def train(
             typer.echo("note: SRC and --preset are ignored with --resume; the run's saved config is used", err=True)
         cfg = resume_config(resume, device=device, precision=precision, channels_last=channels_last, tf32=tf32,
                             compile=use_compile, resident=resident, tensorboard=tensorboard, log_every=log_every, sample_every=sample_every,
-                            ckpt_every=ckpt_every, keep=keep, eval_every=eval_every, eval_n=eval_n, **budget)
+                            ckpt_every=ckpt_every, keep=keep, eval_every=eval_every, eval_n=eval_n,
+                            dist_timeout=dist_timeout, **budget)
         if not isinstance(cfg, config.TrainConfig):
             raise FaceganError(f"{resume} is an upscaler run; continue it with facegan train-sr --resume {resume}")
     else:
@@ -143,8 +171,11 @@ def train(
                              r1_every=r1_every, beta1=beta1, beta2=beta2, device=device,
                              precision=precision, channels_last=channels_last, tf32=tf32, compile=use_compile,
                              resident=resident, tensorboard=tensorboard, log_every=log_every, sample_every=sample_every,
-                             ckpt_every=ckpt_every, keep=keep, eval_every=eval_every, eval_n=eval_n, **budget)
+                             ckpt_every=ckpt_every, keep=keep, eval_every=eval_every, eval_n=eval_n, g_norm=g_norm,
+                             sync_bn=sync_bn, dist_timeout=dist_timeout, **budget)
     result = run_train(cfg, resume=resume is not None, progress=progress)
+    if _quiet_rank():
+        return
     run = result.run
     _echo_trained(result)
     typer.echo(f"  run folder : {run}")
@@ -213,10 +244,12 @@ def generate(
     precision: str = typer.Option("fp32", "--precision", help="fp32 (default: every face regenerates bit-exactly) or bf16 "
                                   "(faster on GPUs and AVX512-BF16/AMX CPUs; close to, not equal to, the fp32 faces, and differs between machines)."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Threads encoding PNG files (default: one per CPU core)."),
+    nproc: Optional[int] = typer.Option(None, "--nproc", help=NPROC_HELP + " The files are the ones one process writes."),
 ) -> None:
     """Generate faces from a trained generator: PNG files with a manifest, or a grid."""
     from facegan import checkpoint, sample
-    from facegan.device import pick_device, sampling_precision
+    from facegan.device import sampling_precision
+    from facegan.dist import session
     from facegan.upscale import load_upscaler
 
     checks.seed("--seed", seed)
@@ -227,19 +260,23 @@ def generate(
         checks.output_file("--grid", grid, "grid.png")
     if out is not None:
         checks.output_dir("--out", out)
-    dev = pick_device(device)
-    precision = sampling_precision(precision, dev)
-    G = sample.load_generator(source, device=dev, ema=use_ema)
-    sr = load_upscaler(upscale, device=dev) if upscale is not None else None
-    if grid is not None:
-        path = sample.write_grid(G, grid, rows=rows, seed=seed, truncation=truncation, upscaler=sr, precision=precision)
-        typer.echo(f"wrote a {rows}×{rows} grid of faces: {path}")
-        return
-    folder = out or checkpoint.run_dir(checkpoint.find(source)) / "generated" / (f"seed{seed}" + (f"-x{sr.cfg.scale}" if sr else ""))
-    manifest = sample.generate(G, folder, n, seed=seed, start=start, batch_size=batch, truncation=truncation, upscaler=sr,
-                               precision=precision, workers=workers)
+    _launch(nproc)
+    with session(device) as d:
+        dev = d.device
+        precision = sampling_precision(precision, dev)
+        G = sample.load_generator(source, device=dev, ema=use_ema)
+        sr = load_upscaler(upscale, device=dev) if upscale is not None else None
+        if grid is not None:
+            if d.is_main:
+                path = sample.write_grid(G, grid, rows=rows, seed=seed, truncation=truncation, upscaler=sr, precision=precision)
+                typer.echo(f"wrote a {rows}×{rows} grid of faces: {path}")
+            return
+        folder = out or checkpoint.run_dir(checkpoint.find(source)) / "generated" / (f"seed{seed}" + (f"-x{sr.cfg.scale}" if sr else ""))
+        manifest = sample.generate(G, folder, n, seed=seed, start=start, batch_size=batch, truncation=truncation, upscaler=sr,
+                                   precision=precision, workers=workers, dist=d)
     size = G.cfg.res * (sr.cfg.scale if sr else 1)
-    typer.echo(f"wrote {n} faces ({size}×{size}) to {folder} (manifest: {manifest})")
+    if not d.rank:
+        typer.echo(f"wrote {n} faces ({size}×{size}) to {folder} (manifest: {manifest})")
 
 
 @app.command("train-sr")
@@ -272,18 +309,24 @@ def train_sr(
     sample_every: Optional[int] = typer.Option(None, "--sample-every", help="Steps between held-out panels (input / bicubic / ours / truth)."),
     ckpt_every: Optional[int] = typer.Option(None, "--ckpt-every", help="Steps between checkpoints."),
     keep: Optional[int] = typer.Option(None, "--keep", help="Checkpoints kept (newest)."),
+    dist_timeout: Optional[float] = typer.Option(None, "--dist-timeout", help="Many ranks: seconds without an answer from a peer before the run stops with an error naming it (default 1800)."),
+    nproc: Optional[int] = typer.Option(None, "--nproc", help=NPROC_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
 ) -> None:
-    """Train a face upscaler (×2/×4 SRResNet): L1 first, optionally a feature + adversarial fine-tune with --init."""
+    """Train a face upscaler (×2/×4 SRResNet): L1 first, optionally a feature + adversarial fine-tune with --init.
+
+    --batch is the global batch: with N ranks (--nproc N, or torchrun) each takes batch/N.
+    """
+    _launch(nproc)
     from dataclasses import replace
 
     from facegan.config import SRTrainConfig
     from facegan.models.srresnet import SRConfig
-    from facegan.train.loop import resume_config
+    from facegan.train.harness import resume_config
     from facegan.train.sr import load_sr, train_sr as run_train_sr
 
     budget = dict(max_images=max_images, epochs=epochs, max_time=max_time)
-    cadence = dict(log_every=log_every, sample_every=sample_every, ckpt_every=ckpt_every, keep=keep)
+    cadence = dict(log_every=log_every, sample_every=sample_every, ckpt_every=ckpt_every, keep=keep, dist_timeout=dist_timeout)
     if resume is not None:
         cfg = resume_config(resume, device=device, **cadence, **budget)
         if not isinstance(cfg, SRTrainConfig):
@@ -304,6 +347,8 @@ def train_sr(
                             adv=adv, lr_d=lr_d, init=str(init) if init else None, model=model, **budget)
         cfg = replace(cfg, **{k: v for k, v in {"device": device, **cadence}.items() if v is not None})
     result = run_train_sr(cfg, resume=resume is not None, progress=progress)
+    if _quiet_rank():
+        return
     _echo_trained(result)
     typer.echo(f"  run folder : {result.run}   (panels: input / bicubic / ours / truth in {result.run / 'samples'})")
     typer.echo(f"  checkpoint : {result.checkpoint}")
@@ -425,9 +470,10 @@ def evaluate(
                                 "All give the same features to ~1e-6."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for eval.json and closest_pairs.png."),
     use_ema: bool = typer.Option(True, "--ema/--no-ema", help="Evaluate the EMA generator when the run has one."),
+    nproc: Optional[int] = typer.Option(None, "--nproc", help=NPROC_HELP + " Inception batches are shared out; the metrics are the same."),
 ) -> None:
     from facegan import checkpoint, sample
-    from facegan.device import pick_device
+    from facegan.dist import session
     from facegan.metrics.evaluate import Evaluator, format_table, write_json
 
     from facegan.data.prepare import check_res
@@ -442,22 +488,25 @@ def evaluate(
     unknown = [m for m in names if m not in METRICS]
     if unknown or not names:  # before any slow feature extraction
         raise FaceganError(f"unknown metric(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(METRICS)}")
-    dev = pick_device(device)
-    if source is None:
-        if real is None or fake is None:
-            raise FaceganError("give a run folder/checkpoint, or both --real and --fake")
-        out_dir = out or Path("eval")
-        ev = Evaluator(real, res, n_real=n_real, device=dev, weights=inception_, batch=batch, backend=backend)
-        result = ev.of_images(fake, names, out_dir=out_dir, seed=seed)
-    else:
-        ckpt = checkpoint.find(source)
-        meta = checkpoint.read_meta(ckpt)
-        G = sample.load_generator(ckpt, device=dev, ema=use_ema)
-        cfg = meta["config"]
-        out_dir = out or checkpoint.run_dir(ckpt) / "eval" / ckpt.stem
-        ev = Evaluator(data if data is not None else cfg.get("data"), G.cfg.res, G.cfg.channels, n_real=n_real,
-                       device=dev, weights=inception_, batch=batch, backend=backend)
-        result = {"step": float(meta["step"]), **ev.of_generator(G, n, names, seed=seed, out_dir=out_dir)}
+    if source is None and (real is None or fake is None):
+        raise FaceganError("give a run folder/checkpoint, or both --real and --fake")
+    _launch(nproc)
+    with session(device) as d:
+        dev, common = d.device, dict(n_real=n_real, weights=inception_, batch=batch, backend=backend, dist=d)
+        if source is None:
+            out_dir = out or Path("eval")
+            ev = Evaluator(real, res, device=dev, **common)
+            result = ev.of_images(fake, names, out_dir=out_dir if d.is_main else None, seed=seed)
+        else:
+            ckpt = checkpoint.find(source)
+            meta = checkpoint.read_meta(ckpt)
+            G = sample.load_generator(ckpt, device=dev, ema=use_ema)
+            cfg = meta["config"]
+            out_dir = out or checkpoint.run_dir(ckpt) / "eval" / ckpt.stem
+            ev = Evaluator(data if data is not None else cfg.get("data"), G.cfg.res, G.cfg.channels, device=dev, **common)
+            result = {"step": float(meta["step"]), **ev.of_generator(G, n, names, seed=seed, out_dir=out_dir if d.is_main else None)}
+    if d.rank:
+        return
     typer.echo(format_table(result))
     typer.echo(f"wrote {write_json(result, out_dir / 'eval.json')}")
 

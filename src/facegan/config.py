@@ -58,6 +58,10 @@ class TrainConfig(_NestsModel):
     ``compile`` wraps G and D in ``torch.compile(dynamic=False)`` (slower on the 2-core CPU, so
     off); ``resident`` copies the prepared uint8 data onto the device ("auto": on CUDA when it
     takes under a quarter of free memory; on CPU the memory map already is the resident copy).
+    Many ranks (torchrun; README "Many GPUs and clusters"): ``batch`` is the global batch, split
+    evenly over the ranks; ``sync_bn`` makes BatchNorm use the statistics of the global batch
+    (CUDA only) instead of each rank's share; ``dist_timeout`` seconds without an answer from a
+    peer end the run with an error naming it, instead of waiting forever.
     """
 
     preset: str = "dcgan64"
@@ -98,6 +102,8 @@ class TrainConfig(_NestsModel):
     grid: int = 36
     eval_every: int = 0
     eval_n: int = 2000
+    sync_bn: bool = False
+    dist_timeout: float = 1800.0
     model: ModelConfig = field(default_factory=ModelConfig)
     MODEL: ClassVar[type] = ModelConfig
 
@@ -228,7 +234,8 @@ class SRTrainConfig(_NestsModel):
     stem, the only image network available offline; needs the metrics extra) + ``adv`` · the
     non-saturating adversarial loss against an SRDiscriminator trained at ``lr_d``. ``init``
     starts the generator from another upscaler run (the usual recipe: an L1 run, then a short
-    adversarial fine-tune from it). Budgets and cadences mean what they mean in TrainConfig.
+    adversarial fine-tune from it). Budgets, cadences, ``batch`` (global) and ``dist_timeout``
+    mean what they mean in TrainConfig.
     """
 
     data: str | None = None
@@ -256,6 +263,7 @@ class SRTrainConfig(_NestsModel):
     sample_every: int = 100
     ckpt_every: int = 250
     keep: int = 3
+    dist_timeout: float = 1800.0
     model: SRConfig = field(default_factory=SRConfig)
     MODEL: ClassVar[type] = SRConfig
 
@@ -283,6 +291,7 @@ def validate(cfg: TrainConfig | SRTrainConfig) -> None:
     for flag, v in (("--log-every", cfg.log_every), ("--sample-every", cfg.sample_every),
                     ("--ckpt-every", cfg.ckpt_every), ("--keep", cfg.keep)):
         c.integer(flag, v, 1)
+    c.number("--dist-timeout", cfg.dist_timeout, 1, 7 * 86_400)
     if isinstance(cfg, SRTrainConfig):
         _validate_sr(cfg)
         return

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from facegan import checkpoint, checks, viz
 from facegan.device import autocast
+from facegan.dist import Dist
 from facegan.errors import FaceganError
 from facegan.fileio import sweep_stale, write_text_atomic
 from facegan.models.dcgan import Generator, ModelConfig, latents, to_uint8
@@ -46,7 +47,8 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu", ema: bo
 
 def generate(G: Generator, out_dir: str | Path, n: int, seed: int = 0, start: int = 0,
              batch_size: int = 256, progress: bool = True, truncation: float | None = None,
-             upscaler: SRGenerator | None = None, precision: str = "fp32", workers: int | None = None) -> Path:
+             upscaler: SRGenerator | None = None, precision: str = "fp32", workers: int | None = None,
+             dist: Dist | None = None) -> Path:
     """Write faces start..start+n−1 of ``seed`` as PNGs plus ``manifest.json``; returns the manifest.
 
     Streams batch by batch, so memory stays bounded for any n, and encodes the PNGs on
@@ -54,15 +56,22 @@ def generate(G: Generator, out_dir: str | Path, n: int, seed: int = 0, start: in
     manifest records ``truncation`` (null when off), which regenerating a face needs as much as
     its (seed, index), the ``upscale`` factor when an upscaler enlarged the faces (the DCGAN→SR
     pipeline), and ``precision`` when it is not the bit-reproducible fp32 default.
+
+    With several ranks (``dist``), the batches are dealt round-robin over them — each batch the
+    one a single process renders, so the files are byte-identical — and rank 0 writes the manifest
+    once every rank is done.
     """
+    rank, world = (dist.rank, dist.world) if dist is not None else (0, 1)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     sweep_stale(out)  # the PNGs below are written without a sweep each (durable=False)
     names = [f"seed{seed}-{start + k:06d}.png" for k in range(n)]
+    mine = list(range(0, n, batch_size))[rank::world]
     on_cpu = next(G.parameters()).device.type == "cpu"
     with viz.ImageWriter(workers, overlap=not on_cpu) as writer, \
-            tqdm(total=n, unit="face", disable=not progress, dynamic_ncols=True) as bar:
-        for s in range(0, n, batch_size):
+            tqdm(total=sum(min(batch_size, n - s) for s in mine), unit="face", disable=not progress or rank != 0,
+                 dynamic_ncols=True) as bar:
+        for s in mine:
             m = min(batch_size, n - s)
             imgs = faces(G, m, seed=seed, start=start + s, batch_size=m, truncation=truncation, upscaler=upscaler,
                          precision=precision)
@@ -74,7 +83,10 @@ def generate(G: Generator, out_dir: str | Path, n: int, seed: int = 0, start: in
     if precision != "fp32":
         manifest["precision"] = precision
     manifest["images"] = [{"file": name, "seed": seed, "index": start + k} for k, name in enumerate(names)]
-    return write_text_atomic(out / "manifest.json", json.dumps(manifest, indent=1))
+    path = out / "manifest.json"
+    if dist is not None:
+        dist.barrier()  # every rank's files are written
+    return write_text_atomic(path, json.dumps(manifest, indent=1)) if rank == 0 else path
 
 
 def write_grid(G: Generator, path: str | Path, rows: int = 6, seed: int = 0, truncation: float | None = None,

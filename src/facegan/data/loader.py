@@ -6,8 +6,10 @@ dataset), moved to the device as uint8 and only then turned into floats. Crop-fr
 scaling happen on the device, batched.
 
 The order is a pure function of (seed, step): epoch e uses ``randperm(N)`` seeded by (seed, e),
-and rank r of a world of size W takes every W-th index. So resuming at any step needs no saved
-sampler state, and data-parallel ranks never see the same image in an epoch.
+global batch s of the epoch is the s-th run of ``batch`` indices of it, and rank r of W takes the
+r-th W-th of that batch (sorted). So resuming at any step needs no saved sampler state, data-parallel
+ranks never see the same image in an epoch, and the images of a step are the same whatever the
+number of ranks (resume on another world size continues the same data order).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 class BatchSampler:
     """Deterministic, rank-aware batches of a (N, H, W, C) uint8 array.
 
+    ``batch`` is the global batch (every rank's rows together); ``world`` must divide it.
     ``images`` is the memory-mapped array or a copy of it already on the device (a tensor); both
     give the same batches. ``subset`` restricts batches to those dataset indices (a training split
     that leaves held-out images untouched) without copying the array.
@@ -31,7 +34,10 @@ class BatchSampler:
         self.images, self.batch, self.seed, self.rank, self.world = images, batch, seed, rank, world
         self.subset = torch.from_numpy(np.asarray(subset, dtype=np.int64)) if subset is not None else None
         self.size = len(self.subset) if self.subset is not None else len(images)
-        self.steps_per_epoch = self.size // world // batch
+        if batch % world:
+            raise ValueError(f"batch {batch} does not split over {world} ranks")
+        self.per_rank = batch // world
+        self.steps_per_epoch = self.size // batch
         self._epoch, self._order = -1, torch.empty(0, dtype=torch.long)
 
     def indices(self, step: int) -> np.ndarray:
@@ -40,10 +46,12 @@ class BatchSampler:
         if epoch != self._epoch:
             g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
             order = torch.randperm(self.size, generator=g)
-            self._order = (order if self.subset is None else self.subset[order])[self.rank :: self.world]
+            self._order = order if self.subset is None else self.subset[order]
             self._epoch = epoch
-        idx = self._order[pos * self.batch : (pos + 1) * self.batch].numpy()
-        return np.sort(idx)  # sorted reads are faster on a memmap; order in a batch is irrelevant
+        # sorted reads are faster on a memmap; the global batch is sorted before it is split, so the
+        # ranks' rows laid end to end are the single-process batch, row for row (flips, label noise)
+        batch = np.sort(self._order[pos * self.batch : (pos + 1) * self.batch].numpy())
+        return batch[self.rank * self.per_rank : (self.rank + 1) * self.per_rank]
 
     def load(self, step: int) -> torch.Tensor:
         """uint8 (B, H, W, C) tensor for ``step``, on the images' device (a copy, safe to keep)."""
@@ -77,14 +85,17 @@ class Prefetcher:
 
 
 def to_model_input(batch_u8: torch.Tensor, flip: bool = False, gen: torch.Generator | None = None,
-                   channels_last: bool = False) -> torch.Tensor:
+                   channels_last: bool = False, rows: tuple[int, int] | None = None) -> torch.Tensor:
     """uint8 (B, H, W, C) on the device → float (B, C, H, W) in [−1, 1], optionally h-flipped.
 
+    ``rows`` (offset, total): the batch is rows offset… of a global batch of ``total``; the flips
+    are drawn for the whole global batch and sliced, so they do not depend on the number of ranks.
     NHWC uint8 permuted to NCHW *is* the channels_last layout, so no copy is needed for it.
     """
     x = batch_u8.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
     if flip:
-        mask = torch.rand(x.shape[0], generator=gen, device=x.device) < 0.5
+        lo, total = rows or (0, x.shape[0])
+        mask = torch.rand(total, generator=gen, device=x.device)[lo : lo + x.shape[0]] < 0.5
         x = torch.where(mask[:, None, None, None], x.flip(3), x)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     return x.contiguous(memory_format=fmt)

@@ -2,14 +2,15 @@
 
 Used by `facegan evaluate` (a run against its data, or two image sets) and by the trainer's
 periodic evaluation. Real-set features are cached by content fingerprint, so evaluating many
-checkpoints against one dataset runs Inception over the real images once.
+checkpoints against one dataset runs Inception over the real images once. With several ranks
+(``dist``: torchrun, or ``facegan evaluate --nproc N``) the Inception batches — generated and real
+— are dealt over the ranks and their features gathered; every rank then holds the same metrics.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,20 +18,12 @@ import torch
 
 from facegan import metrics
 from facegan.data.prepare import open_prepared, resolve_dataset
+from facegan.dist import Dist
 from facegan.fileio import write_text_atomic
 from facegan.metrics import inception
 from facegan.models.dcgan import Generator
 
 DEFAULT_METRICS = ("fid", "kid", "pr", "dc", "mem")
-
-
-def _generated_batches(G: Generator, n: int, seed: int, batch: int, keep: list[np.ndarray] | None) -> Iterator[np.ndarray]:
-    """Stream G's faces 0..n−1 of ``seed`` in batches; copy them into ``keep`` when pixels are needed."""
-    for s in range(0, n, batch):
-        imgs = G.sample(min(batch, n - s), seed=seed, start=s)
-        if keep is not None:
-            keep.append(imgs)
-        yield imgs
 
 
 class Evaluator:
@@ -42,9 +35,11 @@ class Evaluator:
 
     def __init__(self, real_src: str | Path | None, res: int, channels: int = 3, n_real: int | None = None,
                  device: str | torch.device = "cpu", weights: str | Path | None = None, batch: int = 64,
-                 progress: bool = True, backend: str = inception.BACKENDS[0]) -> None:
+                 progress: bool = True, backend: str = inception.BACKENDS[0], dist: Dist | None = None) -> None:
         self.device, self.weights, self.batch, self.progress, self.backend = device, weights, batch, progress, backend
-        self.real_path = resolve_dataset(real_src, res, channels, progress=progress)
+        self.dist = dist if dist is not None and dist.active else None
+        prepare = lambda: resolve_dataset(real_src, res, channels, progress=progress)  # noqa: E731
+        self.real_path = self.dist.first_then_rest(prepare) if self.dist is not None else prepare()
         self.real = open_prepared(self.real_path)
         self.n_real = n_real
         self._real_feats: np.ndarray | None = None
@@ -53,20 +48,29 @@ class Evaluator:
         if self._real_feats is None:
             self._real_feats = inception.reference_features(self.real_path, self.n_real, batch_size=self.batch,
                                                             device=self.device, progress=self.progress,
-                                                            weights=self.weights, backend=self.backend)
+                                                            weights=self.weights, backend=self.backend, dist=self.dist)
         return self._real_feats
 
-    def _features(self, images, total: int | None = None) -> np.ndarray:
-        return inception.extract(images, batch_size=self.batch, device=self.device, progress=self.progress,
-                                 weights=self.weights, total=total, backend=self.backend)
+    def _features(self, images: np.ndarray) -> np.ndarray:
+        return inception.extract_sharded(lambda s, m: np.asarray(images[s:s + m]), len(images), self.batch, self.dist,
+                                         self.device, self.progress, self.weights, self.backend)
 
     def of_generator(self, G: Generator, n: int, names: list[str] | tuple[str, ...] = DEFAULT_METRICS,
                      seed: int = 0, out_dir: Path | None = None) -> dict[str, float]:
         """Metrics of n faces of G (seed ``seed``) against the real set."""
-        kept: list[np.ndarray] | None = [] if "mem" in names else None
-        fake = self._features(_generated_batches(G, n, seed, self.batch, kept), total=n)
-        fake_images = np.concatenate(kept) if kept else None
-        return self._compute(names, fake, fake_images, out_dir, seed)
+        kept: list[np.ndarray] = []
+
+        def batch_of(start: int, count: int) -> np.ndarray:
+            imgs = G.sample(count, seed=seed, start=start)
+            if "mem" in names and self.dist is None:
+                kept.append(imgs)  # memorization needs the pixels too
+            return imgs
+
+        fake = inception.extract_sharded(batch_of, n, self.batch, self.dist, self.device, self.progress, self.weights,
+                                         self.backend)
+        if "mem" in names and self.dist is not None:
+            kept = [G.sample(n, seed=seed)]  # ≈10× cheaper than their features; each rank made only its share
+        return self._compute(names, fake, np.concatenate(kept) if kept else None, out_dir, seed)
 
     def of_images(self, fake_src: str | Path, names: list[str] | tuple[str, ...] = DEFAULT_METRICS,
                   n: int | None = None, out_dir: Path | None = None, seed: int = 0) -> dict[str, float]:

@@ -43,7 +43,7 @@ import importlib.metadata
 import json
 import os
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -54,6 +54,7 @@ from tqdm import tqdm
 
 from facegan.data.prepare import default_cache_dir, open_prepared
 from facegan.device import pick_device
+from facegan.dist import Dist
 from facegan.errors import FaceganError
 from facegan.fileio import atomic_path
 from facegan.metrics import inception_onnx
@@ -256,6 +257,30 @@ def extract(images: np.ndarray | Iterable[np.ndarray], batch_size: int = 64, dev
     return np.concatenate(feats).astype(np.float64) if feats else np.empty((0, DIM))
 
 
+def extract_sharded(batch_of: Callable[[int, int], np.ndarray], n: int, batch_size: int = 64, dist: Dist | None = None,
+                    device: str | torch.device = "cpu", progress: bool = True, weights: str | Path | None = None,
+                    backend: str = BACKENDS[0]) -> np.ndarray:
+    """Features of ``n`` images made one batch at a time by ``batch_of(start, count)``.
+
+    With several ranks (``dist``), the batches are dealt round-robin over them and the features
+    gathered back in order on every rank: the same array one process computes, each batch the
+    same batch (so the same bits), in 1/world of the time.
+    """
+    rank, world = (dist.rank, dist.world) if dist is not None else (0, 1)
+    starts = list(range(0, n, batch_size))
+    mine = starts[rank::world]
+    feats = extract((batch_of(s, min(batch_size, n - s)) for s in mine), batch_size, device, progress and rank == 0,
+                    weights, total=sum(min(batch_size, n - s) for s in mine), backend=backend)
+    if world == 1:
+        return feats
+    parts, at, out = dist.gather(feats.astype(np.float32)), [0] * world, []  # float32: what the network computed
+    for k, s in enumerate(starts):
+        r, m = k % world, min(batch_size, n - s)
+        out.append(parts[r][at[r]:at[r] + m])
+        at[r] += m
+    return np.concatenate(out).astype(np.float64) if out else np.empty((0, DIM))
+
+
 def subset_indices(total: int, n: int | None) -> np.ndarray:
     """``n`` evenly spaced indices of ``total`` (all when n is None or ≥ total).
 
@@ -270,13 +295,14 @@ def subset_indices(total: int, n: int | None) -> np.ndarray:
 def reference_features(prepared_path: str | Path, n: int | None = None, batch_size: int = 64,
                        device: str | torch.device = "cpu", progress: bool = True,
                        weights: str | Path | None = None, cache_dir: str | Path | None = None,
-                       backend: str = BACKENDS[0]) -> np.ndarray:
+                       backend: str = BACKENDS[0], dist: Dist | None = None) -> np.ndarray:
     """Features of ``n`` images of a prepared dataset (see :func:`subset_indices`), cached on disk.
 
     Real-set features are needed for every evaluation but depend only on the data, the subset and
     the network, so they are stored under a key of exactly those (manifest fingerprint and
     packing options, file size, n, weights file name and size, resize): a hit runs no network.
-    The backend is not part of the key: all of them compute the same features (to ~1e-6).
+    The backend is not part of the key: all of them compute the same features (to ~1e-6). With
+    several ranks (``dist``) a miss is computed by all of them and written by rank 0.
     """
     data = open_prepared(prepared_path)
     idx = subset_indices(len(data), n)
@@ -285,10 +311,14 @@ def reference_features(prepared_path: str | Path, n: int | None = None, batch_si
     key = json.dumps([{k: data.manifest.get(k) for k in keys}, data.path.stat().st_size, len(idx),
                       wpath.name, wpath.stat().st_size, RESIZE])
     cache = Path(cache_dir or default_cache_dir()) / f"features-{hashlib.sha256(key.encode()).hexdigest()[:32]}.npy"
-    if cache.is_file():
+    miss = not cache.is_file()
+    if dist is not None and dist.agree_max(int(miss)):  # all ranks take the same branch
+        miss = True
+    if not miss:
         return np.load(cache).astype(np.float64)
-    batches = (data.images[idx[s:s + batch_size]] for s in range(0, len(idx), batch_size))
-    feats = extract(batches, batch_size, device, progress, wpath, total=len(idx), backend=backend)
-    with atomic_path(cache) as tmp, open(tmp, "wb") as f:
-        np.save(f, feats.astype(np.float32))  # the network computes float32: storing more adds nothing
+    feats = extract_sharded(lambda s, m: data.images[idx[s:s + m]], len(idx), batch_size, dist, device, progress, wpath,
+                            backend)
+    if dist is None or dist.is_main:
+        with atomic_path(cache) as tmp, open(tmp, "wb") as f:
+            np.save(f, feats.astype(np.float32))  # the network computes float32: storing more adds nothing
     return feats

@@ -42,6 +42,9 @@ class ModelConfig:
         emits the image (classic), n > 0 means n−1 3×3 refinement convs then a 3×3 conv to image.
     g_width / d_width: channels of G's last and D's first hidden layer (see module docstring).
     g_act: "relu" (Radford) or "leaky" (LeakyReLU 0.2, Fashion-MNIST tutorial).
+    g_norm: "batch" (every DCGAN) or "none" (no BatchNorm in G, biased convs instead: a G whose
+        output for a latent never depends on the rest of its batch, e.g. to check that many ranks
+        train exactly like one).
     g_up: "convT" = 4×4 stride-2 ConvTranspose (classic), "resize" = nearest ×2 + 3×3 conv,
         which cannot produce the checkerboard artefacts of overlapping transposed kernels.
     d_norm: "batch", "none" or "spectral" (spectral norm on every D weight instead of BN:
@@ -64,6 +67,7 @@ class ModelConfig:
     width_cap: int = 512
     g_act: Literal["relu", "leaky"] = "relu"
     g_up: Literal["convT", "resize"] = "convT"
+    g_norm: Literal["batch", "none"] = "batch"
     d_norm: Literal["batch", "none", "spectral"] = "batch"
     d_dropout: float = 0.0
     d_mbstd: bool = False
@@ -80,7 +84,8 @@ class ModelConfig:
         if self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
         for name, value, allowed in (("g_entry", self.g_entry, ("convT", "linear")), ("g_act", self.g_act, ("relu", "leaky")),
-                                     ("g_up", self.g_up, ("convT", "resize")), ("d_head", self.d_head, ("conv", "linear")),
+                                     ("g_up", self.g_up, ("convT", "resize")), ("g_norm", self.g_norm, ("batch", "none")),
+                                     ("d_head", self.d_head, ("conv", "linear")),
                                      ("d_norm", self.d_norm, ("batch", "none", "spectral"))):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
@@ -117,11 +122,11 @@ def _act(kind: str) -> nn.Module:
     return nn.ReLU(inplace=True) if kind == "relu" else nn.LeakyReLU(0.2, inplace=True)
 
 
-def _up(kind: str, c_in: int, c_out: int) -> nn.Module:
+def _up(kind: str, c_in: int, c_out: int, bias: bool = False) -> nn.Module:
     """×2 upsampling layer of G."""
     if kind == "convT":
-        return nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False)
-    return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False))
+        return nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=bias)
+    return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_in, c_out, 3, 1, 1, bias=bias))
 
 
 class MinibatchStd(nn.Module):
@@ -166,27 +171,29 @@ class Generator(nn.Module):
         last_res = cfg.res // 2 if cfg.g_post == 0 else cfg.res
         w = lambda r: _width(cfg.g_width, cfg.width_cap, last_res, r)  # noqa: E731
         k0, c0 = cfg.entry_res, w(cfg.entry_res)
+        bn = cfg.g_norm == "batch"
+        norm = nn.BatchNorm2d if bn else (lambda c: nn.Identity())
         if cfg.g_entry == "convT":
-            self.entry = nn.ConvTranspose2d(cfg.z_dim, c0, k0, 1, 0, bias=False)
+            self.entry = nn.ConvTranspose2d(cfg.z_dim, c0, k0, 1, 0, bias=not bn)
         else:
-            self.entry = nn.Linear(cfg.z_dim, c0 * k0 * k0, bias=False)
-        layers: list[nn.Module] = [nn.BatchNorm2d(c0), _act(cfg.g_act)]
+            self.entry = nn.Linear(cfg.z_dim, c0 * k0 * k0, bias=not bn)
+        layers: list[nn.Module] = [norm(c0), _act(cfg.g_act)]
         c = c0
         for _ in range(cfg.g_pre):
-            layers += [nn.ConvTranspose2d(c, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c), _act(cfg.g_act)]
+            layers += [nn.ConvTranspose2d(c, c, 3, 1, 1, bias=not bn), norm(c), _act(cfg.g_act)]
         r = k0
         for i in range(cfg.n_up):
             r *= 2
             if i == cfg.n_up - 1 and cfg.g_post == 0:
                 layers += [_up(cfg.g_up, c, cfg.channels)]
                 break
-            layers += [_up(cfg.g_up, c, w(r)), nn.BatchNorm2d(w(r)), _act(cfg.g_act)]
+            layers += [_up(cfg.g_up, c, w(r), bias=not bn), norm(w(r)), _act(cfg.g_act)]
             c = w(r)
         for i in range(cfg.g_post):
             if i == cfg.g_post - 1:
                 layers += [nn.Conv2d(c, cfg.channels, 3, 1, 1, bias=False)]
             else:
-                layers += [nn.Conv2d(c, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c), _act(cfg.g_act)]
+                layers += [nn.Conv2d(c, c, 3, 1, 1, bias=not bn), norm(c), _act(cfg.g_act)]
         layers.append(nn.Tanh())
         self.body = nn.Sequential(*layers)
         self._entry_shape = (c0, k0, k0)

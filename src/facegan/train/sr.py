@@ -1,10 +1,11 @@
 """Training an upscaler, top to bottom: photos → degraded pairs → L1 (+ features, + critic) → logs, panels, checkpoints.
 
-It keeps every promise of the GAN trainer (train/loop.py), with the same machinery: the run
-folder layout (config.json, metrics.jsonl, samples/step-*.png, progress.gif, curves), atomic
-safetensors checkpoints holding everything random, batches that are a pure function of
-(seed, step), a graceful stop on Ctrl-C/SIGTERM and a refusal to write a diverged state. So N
-steps + resume + N steps gives the same weights, bit for bit on CPU, as 2N steps in one go.
+It keeps every promise of the GAN trainer because it runs in the same harness (train/harness.py):
+the run folder layout (config.json, metrics.jsonl, samples/step-*.png, progress.gif, curves),
+atomic safetensors checkpoints holding everything random, batches that are a pure function of
+(seed, step), a graceful stop on Ctrl-C/SIGTERM, a refusal to write a diverged state, and many
+ranks under torchrun. So N steps + resume + N steps gives the same weights, bit for bit on CPU,
+as 2N steps in one go.
 
 What is different: the low-resolution input is made from each real image as it is drawn
 (:func:`degrade`), a fixed slice of the dataset is held out for measuring (:func:`split`), and
@@ -14,29 +15,26 @@ the samples are before/after panels of held-out faces: input, bicubic, ours, tru
 from __future__ import annotations
 
 import io
-import json
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
-from tqdm import tqdm
 
 from facegan import checkpoint, viz
 from facegan.config import SRTrainConfig
-from facegan.data.loader import BatchSampler, Prefetcher, to_model_input
-from facegan.data.prepare import open_prepared, resolve_dataset
-from facegan.device import configure, pick_device
+from facegan.data.loader import BatchSampler, to_model_input
+from facegan.device import configure
+from facegan.dist import ddp, rank_seed
 from facegan.errors import FaceganError
 from facegan.metrics.pixel import psnr
 from facegan.models.dcgan import to_uint8
 from facegan.models.srresnet import SRConfig, SRDiscriminator, SRGenerator, bicubic, build_sr, downscale
 from facegan.train import loss
-from facegan.fileio import write_text_atomic
-from facegan.train.loop import Budget, TrainResult, append_jsonl, disk_error, start, truncate_metrics
+from facegan.train.harness import Harness, TrainResult, Trainer, append_jsonl
 
 PANEL = 6  # held-out faces in the sample panels
 N_VAL = 64  # held-out faces whose PSNR is logged at every checkpoint
@@ -100,13 +98,14 @@ class Weights:
     adv: float = 0.0
 
 
-def sr_step(G: SRGenerator, D: SRDiscriminator | None, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer | None,
-            lr: torch.Tensor, hr: torch.Tensor, w: Weights, features: torch.nn.Module | None = None) -> torch.Tensor:
+def sr_step(G: torch.nn.Module, D: torch.nn.Module | None, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer | None,
+            lr: torch.Tensor, hr: torch.Tensor, w: Weights, features: torch.nn.Module | None = None,
+            D_frozen: torch.nn.Module | None = None) -> torch.Tensor:
     """One update of the critic (when adversarial), then of the upscaler; returns
     [loss, L1, feature loss, loss_D, PSNR of the batch in dB] without reading anything back to the host.
 
     The critic is frozen during the upscaler's update, as in gan_step: the same gradients for
-    fewer FLOPs.
+    fewer FLOPs (through ``D_frozen``, the unwrapped critic, when ``D`` is a DDP module).
     """
     sr = G(lr)
     l1 = (sr - hr).abs().mean()
@@ -128,7 +127,7 @@ def sr_step(G: SRGenerator, D: SRDiscriminator | None, opt_g: torch.optim.Optimi
         opt_d.step()
         D.requires_grad_(False)
         try:
-            total = total + w.adv * loss.g_loss(D(sr), kind="bce")
+            total = total + w.adv * loss.g_loss((D_frozen or D)(sr), kind="bce")
         finally:
             D.requires_grad_(True)
     opt_g.zero_grad(set_to_none=True)
@@ -142,116 +141,96 @@ def sr_step(G: SRGenerator, D: SRDiscriminator | None, opt_g: torch.optim.Optimi
 
 def train_sr(cfg: SRTrainConfig, resume: bool = False, progress: bool = True) -> TrainResult:
     """Train (or, with ``resume``, continue) the upscaler run described by ``cfg`` in ``cfg.out``."""
-    cfg = start(cfg, resume)
-    run = Path(cfg.out)
-    m = cfg.model
-    device = pick_device(cfg.device)
-    configure(device)
+    return Harness(cfg, resume, progress).run(SRTrainer)
 
-    # ---- data: a training split and a held-out split of the same prepared file ------------------
-    data_path = resolve_dataset(cfg.data, cfg.hr_res, m.channels, progress=progress)
-    data = open_prepared(data_path)
-    train_idx, held_idx = split(len(data.images), cfg.holdout)
-    sampler = BatchSampler(data.images, cfg.batch, cfg.seed, subset=train_idx)
-    if sampler.steps_per_epoch == 0:
-        raise FaceganError(f"{data_path} has {len(train_idx)} training images, fewer than one batch of {cfg.batch}; use a smaller --batch")
-    budget_steps = [math.ceil(cfg.max_images / cfg.batch)] if cfg.max_images else []
-    budget_steps += [math.ceil(cfg.epochs * sampler.steps_per_epoch)] if cfg.epochs else []
-    total_steps = min(budget_steps) if budget_steps else None
-    held = np.asarray(data.images[held_idx[:N_VAL]])
 
-    # ---- nets, optimisers, random state --------------------------------------------------------
-    torch.manual_seed(cfg.seed)
-    G, D = build_sr(m)
-    if cfg.init and not resume:
-        _init_from(G, cfg.init)
-    adversarial = cfg.adv > 0
-    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    G.to(device, memory_format=fmt)
-    D.to(device, memory_format=fmt)
-    opt_g = torch.optim.Adam(G.parameters(), cfg.lr, betas=(0.9, 0.99))
-    opt_d = torch.optim.Adam(D.parameters(), cfg.lr_d, betas=(0.9, 0.99))
-    features = _feature_net(device) if cfg.feature > 0 else None
-    gen = torch.Generator(device).manual_seed(cfg.seed + 1)  # flips and degradations
-    step = first_step = _restore(checkpoint.find(run), G, D, opt_g, opt_d, gen, device) if resume else 0
-    write_text_atomic(run / "config.json", json.dumps({**cfg.to_dict(), "kind": checkpoint.UPSCALER, "dataset": str(data_path),
-                                                       "dataset_count": len(data.images), "train_count": len(train_idx),
-                                                       "held_out_count": len(held_idx), "device": str(device)}, indent=2))
-    truncate_metrics(run / "metrics.jsonl", step)
+class SRTrainer(Trainer):
+    """The upscaler (and, when adversarial, its critic), each a DDP module when there are several ranks.
 
-    # ---- the loop --------------------------------------------------------------------------------
-    weights = Weights(cfg.l1, cfg.feature, cfg.adv)
-    prefetch = Prefetcher(sampler, device)
-    acc, n_acc = torch.zeros(5, device=device), 0
-    t_start = time.time()
-    t_log, step_log, saved_step, last_ckpt = t_start, step, (step if resume else -1), None
-    bar = tqdm(total=total_steps * cfg.batch if total_steps else None, initial=step * cfg.batch, unit="img",
-               unit_scale=True, dynamic_ncols=True, disable=not progress, desc=run.name)
+    Flips and degradations are drawn per image from ``gen``, this rank's own stream (rank 0's is
+    seeded as a single process's), so each rank degrades its rows differently.
+    """
 
-    def log() -> None:
-        nonlocal n_acc, t_log, step_log
-        now = time.time()
-        v = (acc / max(n_acc, 1)).tolist()
-        rec = {"step": step, "images": step * cfg.batch, "epoch": step // sampler.steps_per_epoch,
-               "loss_G": v[0], "l1": v[1], **({"feature": v[2]} if features is not None else {}),
-               **({"loss_D": v[3]} if adversarial else {}), "psnr": v[4],
-               "img_per_s": (step - step_log) * cfg.batch / max(now - t_log, 1e-9), "time": round(now - t_start, 3)}
-        if not all(math.isfinite(x) for x in v[:4]):
-            good = checkpoint.list_checkpoints(run)
-            raise FaceganError(f"training diverged at step {step}: loss={v[0]}; last good checkpoint: "
-                               f"{good[-1] if good else 'none'}; try a lower --lr", exit_code=3)
-        append_jsonl(run / "metrics.jsonl", rec)
-        if cfg.max_time:
-            by_time = step * cfg.batch + int(max(cfg.max_time - (now - t_start), 0) * rec["img_per_s"])
-            bar.total = min(by_time, total_steps * cfg.batch) if total_steps else by_time
-        bar.update((step - step_log) * cfg.batch)
-        bar.set_postfix_str(f"L1 {v[1]:.4f} PSNR {v[4]:.2f} dB" + (f" D {v[3]:.3f}" if adversarial else "")
-                            + f" {rec['img_per_s']:.1f} img/s")
-        acc.zero_()
-        n_acc, t_log, step_log = 0, now, step
+    command = "train-sr"
 
-    def draw() -> None:
+    def __init__(self, h: Harness) -> None:
+        cfg, d, m = h.cfg, h.dist, h.cfg.model
+        self.h, self.cfg, device = h, cfg, h.device
+        configure(device)
+        # ---- data: a training split and a held-out split of the same prepared file
+        self.data_path, data = h.dataset(cfg.hr_res, m.channels)
+        self.train_idx, held_idx = split(len(data.images), cfg.holdout)
+        self.counts = {"dataset_count": len(data.images), "train_count": len(self.train_idx), "held_out_count": len(held_idx)}
+        self.sampler = BatchSampler(data.images, cfg.batch, cfg.seed, d.rank, d.world, subset=self.train_idx)
+        self.held = np.asarray(data.images[held_idx[:N_VAL]])
+        # ---- nets, optimisers, random state
+        torch.manual_seed(cfg.seed)
+        self.G, self.D = build_sr(m)
+        if cfg.init and not h.resume:
+            _init_from(self.G, cfg.init)
+        self.adversarial = cfg.adv > 0
+        fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.G.to(device, memory_format=fmt)
+        self.D.to(device, memory_format=fmt)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), cfg.lr, betas=(0.9, 0.99))
+        self.opt_d = torch.optim.Adam(self.D.parameters(), cfg.lr_d, betas=(0.9, 0.99))
+        self.G_run = ddp(self.G, d)
+        self.D_run = ddp(self.D, d) if self.adversarial else None
+        self.features = _feature_net(device) if cfg.feature > 0 else None
+        self.gen = torch.Generator(device).manual_seed(cfg.seed + 1 if d.rank == 0 else rank_seed(cfg.seed, d.rank, "sr"))
+        if d.rank:
+            torch.manual_seed(rank_seed(cfg.seed, d.rank, "torch"))
+        self.weights_ = Weights(cfg.l1, cfg.feature, cfg.adv)
+
+    def step(self, step: int, batch_u8: torch.Tensor) -> torch.Tensor:
+        hr = to_model_input(batch_u8, self.cfg.flip, self.gen, self.cfg.channels_last)
+        lr = degrade(hr, self.cfg.model.scale, self.cfg, self.gen)
+        return sr_step(self.G_run, self.D_run, self.opt_g, self.opt_d, lr, hr, self.weights_, self.features,
+                       D_frozen=self.D if self.adversarial else None)
+
+    def record(self, v: list[float]) -> tuple[dict[str, float], str]:
+        rec = {"loss_G": v[0], "l1": v[1], **({"feature": v[2]} if self.features is not None else {}),
+               **({"loss_D": v[3]} if self.adversarial else {}), "psnr": v[4]}
+        return rec, f"L1 {v[1]:.4f} PSNR {v[4]:.2f} dB" + (f" D {v[3]:.3f}" if self.adversarial else "")
+
+    def nets(self) -> dict[str, torch.nn.Module]:
+        return {"SR": self.G, **({"D": self.D} if self.adversarial else {})}
+
+    def state(self) -> tuple[dict, dict]:
+        return _state(self.h.step, self.cfg, self.G, self.D if self.adversarial else None, self.opt_g,
+                      self.opt_d if self.adversarial else None, self.gen, self.h.device)
+
+    def restore(self, tensors: dict, meta: dict) -> None:
+        if meta.get("kind") != checkpoint.UPSCALER:
+            raise FaceganError(f"{self.h.run_dir} is a GAN run; continue it with facegan train --resume {self.h.run_dir}")
+        self.G.load_state_dict(checkpoint.module_state(tensors, "SR"))
+        checkpoint.unpack_optimizer("optSR", self.opt_g, tensors, meta["optSR"])
+        if "optD" in meta:
+            self.D.load_state_dict(checkpoint.module_state(tensors, "D"))
+            checkpoint.unpack_optimizer("optD", self.opt_d, tensors, meta["optD"])
+        checkpoint.unpack_rng(tensors, self.gen, self.h.device)
+
+    def rank_rng(self) -> dict[str, torch.Tensor]:
+        return {**checkpoint.process_rng(self.h.device), "gen": self.gen.get_state()}
+
+    def set_rank_rng(self, states: dict[str, torch.Tensor]) -> None:
+        checkpoint.set_process_rng(states, self.h.device)
+        if "gen" in states:
+            checkpoint.unpack_generator(states["gen"], self.gen, self.h.device)
+
+    def draw(self, step: int) -> None:
         """Held-out panel (input, bicubic, ours, truth) and the PSNR of N_VAL held-out faces."""
-        lr, bic, ours = upscale_held(G, held, cfg.model.scale, device)
+        m, held, run = self.cfg.model, self.held, self.h.run_dir
+        lr, bic, ours = upscale_held(self.G, held, m.scale, self.h.device)
         p = min(PANEL, len(held))
         nearest = np.repeat(np.repeat(lr[:p], m.scale, 1), m.scale, 2)
         viz.save_grid(np.concatenate([nearest, bic[:p], ours[:p], held[:p]]), run / "samples" / f"step-{step:07d}.png", nrow=p)
-        append_jsonl(run / "metrics.jsonl", {"step": step, "images": step * cfg.batch, "psnr_val": float(psnr(ours, held).mean()),
+        append_jsonl(run / "metrics.jsonl", {"step": step, "images": step * self.cfg.batch, "psnr_val": float(psnr(ours, held).mean()),
                                              "psnr_val_bicubic": float(psnr(bic, held).mean()), "val_n": len(held)})
         viz.update_run_pictures(run)
 
-    def save() -> None:
-        nonlocal last_ckpt, saved_step
-        if n_acc:
-            log()
-        last_ckpt = checkpoint.save(run, step, *_state(step, cfg, G, D if adversarial else None, opt_g,
-                                                       opt_d if adversarial else None, gen, device), keep=cfg.keep)
-        draw()
-        saved_step = step
-
-    try:
-        with Budget(total_steps, cfg.max_time, t_start) as budget:
-            while budget.running(step):
-                hr = to_model_input(prefetch.get(step, budget.more_after(step)), cfg.flip, gen, cfg.channels_last)
-                lr = degrade(hr, m.scale, cfg, gen)
-                acc += sr_step(G, D if adversarial else None, opt_g, opt_d, lr, hr, weights, features)
-                n_acc += 1
-                step += 1
-                if step % cfg.log_every == 0:
-                    log()
-                if step % cfg.ckpt_every == 0:
-                    save()
-                elif step % cfg.sample_every == 0:
-                    draw()
-            if step != saved_step:
-                save()
-    except OSError as e:
-        raise disk_error(e, run, "train-sr") from None
-    finally:
-        prefetch.close()
-        bar.close()
-    return TrainResult(run, last_ckpt or (checkpoint.list_checkpoints(run) or [None])[-1], step, step * cfg.batch,
-                       time.time() - t_start, budget.stopped_by, first_step, first_step * cfg.batch)
+    def info(self) -> dict[str, Any]:
+        return {"kind": checkpoint.UPSCALER, "dataset": str(self.data_path), **self.counts, "device": str(self.h.device)}
 
 
 @torch.no_grad()
@@ -304,15 +283,3 @@ def _state(step: int, cfg: SRTrainConfig, G: SRGenerator, D: SRDiscriminator | N
         tensors.update(od)
     tensors.update(checkpoint.pack_rng(gen, device))
     return tensors, meta
-
-
-def _restore(path: Path, G: SRGenerator, D: SRDiscriminator, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
-             gen: torch.Generator, device: torch.device) -> int:
-    tensors, meta, _ = load_sr(path)
-    G.load_state_dict(checkpoint.module_state(tensors, "SR"))
-    checkpoint.unpack_optimizer("optSR", opt_g, tensors, meta["optSR"])
-    if "optD" in meta:
-        D.load_state_dict(checkpoint.module_state(tensors, "D"))
-        checkpoint.unpack_optimizer("optD", opt_d, tensors, meta["optD"])
-    checkpoint.unpack_rng(tensors, gen, device)
-    return int(meta["step"])
