@@ -295,3 +295,19 @@ def test_a_checkpoint_names_its_world_size_and_rejects_a_doctored_one(tmp_path):
     checkpoint.save(tmp_path / "stray", 1, stray, {**bad, "world_size": 2})
     with pytest.raises(FaceganError, match="unexpected tensor rng.r5.torch"):
         checkpoint.load(tmp_path / "stray")
+
+
+@pytest.mark.slow
+def test_train_sr_runs_on_two_ranks_and_resumes_on_one(tmp_path):
+    run = tmp_path / "sr"
+    args = ("train-sr", "procedural:96", "--hr-res", "32", "--width", "8", "--blocks", "1", "--batch", "8", "--max-images", "64",
+            "--out", run, "--device", "cpu", "--no-progress", "--ckpt-every", "4", "--sample-every", "4")
+    procs = _facegan_ranks(2, *args)
+    outs = [p.communicate(timeout=240) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    meta = checkpoint.read_meta(run)
+    assert meta["step"] == 8 and meta["world_size"] == 2 and meta["images"] == 64
+    assert "rng.r1.gen" in checkpoint.load(run)[0]
+    again = subprocess.run([sys.executable, "-m", "facegan", "train-sr", "--resume", str(run), "--max-images", "96",
+                            "--no-progress"], capture_output=True, text=True, env=ENV, timeout=240)
+    assert again.returncode == 0 and checkpoint.read_meta(run)["step"] == 12, again.stderr

@@ -45,10 +45,9 @@ def relaunch(nproc: int, argv: list[str] | None = None) -> int:
     from torch.distributed.run import parse_args, run
 
     logging.getLogger("torch.distributed.elastic").setLevel(logging.ERROR)  # its "sending SIGTERM" chatter
-    os.environ.setdefault("TORCHELASTIC_SHUTDOWN_TIMEOUT", str(SHUTDOWN_S))
     if "OMP_NUM_THREADS" not in os.environ:  # share the cores instead of torchrun's silent 1 thread per rank
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
-    args = parse_args(["--standalone", "--nproc-per-node", str(nproc), "--module", "facegan",
+    args = parse_args(["--standalone", "--nproc-per-node", str(nproc), "--shutdown-timeout", str(SHUTDOWN_S), "--module", "facegan",
                        *strip_nproc(list(sys.argv[1:] if argv is None else argv))])
     try:
         run(args)

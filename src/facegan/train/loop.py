@@ -79,12 +79,8 @@ class GANTrainer(Trainer):
         self.autocast = device_autocast(device, self.precision)
         self.plain = Stabilisers(cfg.loss, augment.parse_policy(cfg.augment))
         self.with_r1 = replace(self.plain, r1_weight=cfg.r1 / 2 * cfg.r1_every)  # the lazy-R1 steps
-        self.shown_at, self.evaluator, self.best_fid = -1, None, float("inf")
-        if cfg.eval_every:
-            from facegan.metrics.evaluate import Evaluator  # only runs that evaluate need the metrics extra
-
-            self.evaluator = Evaluator(self.data_path, m.res, m.channels, device=device, progress=False, dist=d)
-            self.best_fid = checkpoint.best_fid(h.run_dir)
+        self.shown_at = -1
+        self.evaluate = PeriodicFID(self) if cfg.eval_every else None
         if cfg.tensorboard and d.is_main:
             h.tb = _tensorboard(h.run_dir)
 
@@ -128,11 +124,9 @@ class GANTrainer(Trainer):
                       self.h.device)
 
     def restore(self, tensors: dict, meta: dict) -> None:
-        G, D, G_ema = self.G, self.D, self.G_ema
-        G.load_state_dict(checkpoint.module_state(tensors, "G"))
-        D.load_state_dict(checkpoint.module_state(tensors, "D"))
-        if G_ema is not None:
-            G_ema.load_state_dict(checkpoint.module_state(tensors, "G_ema"))
+        for name, net in (("G", self.G), ("D", self.D), ("G_ema", self.G_ema)):
+            if net is not None:
+                net.load_state_dict(checkpoint.module_state(tensors, name))
         checkpoint.unpack_optimizer("optG", self.opt_g, tensors, meta["optG"])
         checkpoint.unpack_optimizer("optD", self.opt_d, tensors, meta["optD"])
         checkpoint.unpack_rng(tensors, self.gen, self.h.device)
@@ -146,23 +140,8 @@ class GANTrainer(Trainer):
             checkpoint.unpack_generator(states["aug"], self.aug, self.h.device)
 
     def after_step(self, step: int) -> None:
-        """Periodic FID/KID of eval_n faces (sharded over the ranks); the best is kept as best.safetensors."""
-        if self.evaluator is None or step % self.cfg.eval_every:
-            return
-        h, cfg = self.h, self.cfg
-        res = self.evaluator.of_generator(self.shown(), cfg.eval_n, names=("fid", "kid"), seed=cfg.seed)
-        rec = {"step": step, "images": step * cfg.batch, "fid": res["fid"], "kid_mean": res["kid_mean"],
-               "kid_std": res["kid_std"], "eval_n": cfg.eval_n}
-        if h.dist.is_main:
-            append_jsonl(h.run_dir / "metrics.jsonl", rec)
-            if h.tb is not None:
-                h.tb.add_scalar("eval/fid", res["fid"], rec["images"])
-                h.tb.add_scalar("eval/kid", res["kid_mean"], rec["images"])
-        if res["fid"] < self.best_fid:  # the same on every rank: the features were gathered
-            self.best_fid = res["fid"]
-            h.save_best(self, {"fid": self.best_fid})
-        if h.progress:
-            tqdm.write(f"step {step}: FID {res['fid']:.2f} (best {self.best_fid:.2f}), KID {res['kid_mean']:.4f}")
+        if self.evaluate is not None and step % self.cfg.eval_every == 0:
+            self.evaluate(step)
 
     def draw(self, step: int) -> None:
         """Fixed-noise grid (faces 0.. of the run's seed), then the curves and animation so far."""
@@ -175,6 +154,35 @@ class GANTrainer(Trainer):
     def info(self) -> dict[str, Any]:
         return {"dataset": str(self.data_path), "dataset_count": self.count, "device": str(self.h.device),
                 "precision": self.precision}
+
+
+class PeriodicFID:
+    """FID/KID of eval_n faces every eval_every steps (Inception batches shared over the ranks);
+    the best-FID state is kept as checkpoints/best.safetensors."""
+
+    def __init__(self, t: GANTrainer) -> None:
+        from facegan.metrics.evaluate import Evaluator  # only runs that evaluate need the metrics extra
+
+        m = t.cfg.model
+        self.t = t
+        self.evaluator = Evaluator(t.data_path, m.res, m.channels, device=t.h.device, progress=False, dist=t.h.dist)
+        self.best = checkpoint.best_fid(t.h.run_dir)
+
+    def __call__(self, step: int) -> None:
+        t, h, cfg = self.t, self.t.h, self.t.cfg
+        res = self.evaluator.of_generator(t.shown(), cfg.eval_n, names=("fid", "kid"), seed=cfg.seed)
+        rec = {"step": step, "images": step * cfg.batch, "fid": res["fid"], "kid_mean": res["kid_mean"],
+               "kid_std": res["kid_std"], "eval_n": cfg.eval_n}
+        if h.dist.is_main:
+            append_jsonl(h.run_dir / "metrics.jsonl", rec)
+            if h.tb is not None:
+                h.tb.add_scalar("eval/fid", res["fid"], rec["images"])
+                h.tb.add_scalar("eval/kid", res["kid_mean"], rec["images"])
+        if res["fid"] < self.best:  # the same on every rank: the features were gathered
+            self.best = res["fid"]
+            h.save_best(t, {"fid": self.best})
+        if h.progress:
+            tqdm.write(f"step {step}: FID {res['fid']:.2f} (best {self.best:.2f}), KID {res['kid_mean']:.4f}")
 
 
 @dataclass(frozen=True)
