@@ -40,7 +40,7 @@ from facegan.train import ema
 FORMAT = "facegan-checkpoint-1"
 BEST = "best.safetensors"
 MAX_WORLD = 65_536  # ranks a checkpoint may record random states for
-RANK_RNG = ("torch", "cuda", "gen", "aug")  # per-rank random states a checkpoint may hold (rng.rR.NAME)
+RANK_RNG = ("torch", "cuda", "gen")  # per-rank random states a checkpoint may hold (rng.rR.NAME)
 UPSCALER = "upscaler"  # meta "kind" of `train-sr` checkpoints; GAN checkpoints have no kind
 _NAME = re.compile(r"^ckpt-(\d{8})\.safetensors$")
 
@@ -236,7 +236,7 @@ def _expected(meta: dict[str, Any]) -> tuple[dict[str, Spec], dict[str, Spec]]:
     world = meta.get("world_size", 1)
     if not isinstance(world, int) or isinstance(world, bool) or not 1 <= world <= MAX_WORLD:
         raise FaceganError(f"'world_size' is {world!r}, expected a count of ranks in 1 … {MAX_WORLD}")
-    optional: dict[str, Spec] = {"rng.cuda": (None, "U8"), "rng.aug": (None, "U8")}
+    optional: dict[str, Spec] = {"rng.cuda": (None, "U8")}
     for r in range(1, world):  # every rank's own random states (train/harness.py)
         optional.update({f"rng.r{r}.{k}": (None, "U8") for k in RANK_RNG})
     for prefix, name in trained.items():

@@ -49,12 +49,6 @@ def env_world() -> tuple[int, int, int]:
         raise FaceganError("RANK, WORLD_SIZE and LOCAL_RANK must be integers (they are set by torchrun)") from None
 
 
-def shard(n: int, rank: int, world: int) -> tuple[int, int]:
-    """Rows [lo, hi) of a batch of ``n`` that rank ``rank`` of ``world`` takes: contiguous, equal parts."""
-    per = n // world
-    return rank * per, (rank + 1) * per
-
-
 def rank_seed(seed: int, rank: int, stream: str) -> int:
     """The seed of a rank's own random stream: distinct for every (seed, rank, stream), stable across versions."""
     digest = hashlib.sha256(f"facegan/{stream}/{seed}/{rank}".encode()).digest()
@@ -100,6 +94,9 @@ class Dist:
             torch.cuda.set_device(device)
         backend = "nccl" if device.type == "cuda" else "gloo"
         timeout = timedelta(seconds=timeout_s)
+        # NCCL runs collectives asynchronously and its watchdog kills a process whose peer hangs;
+        # blocking waits make the timeout an exception here instead, which lost() turns into one line
+        os.environ.setdefault("TORCH_NCCL_BLOCKING_WAIT", "1")
         try:
             tdist.init_process_group(backend, timeout=timeout, **({"device_id": device} if backend == "nccl" else {}))
         except (RuntimeError, ValueError) as e:
@@ -162,13 +159,13 @@ class Dist:
         one process per node does it, the others then find it done.
         """
         leader = (self.local_rank if local else self.rank) == 0
-        if leader:
-            return self.on_main(fn, who=True)[0]  # type: ignore[return-value]
-        self.on_main(lambda: None, who=False)  # waits for the leaders, and fails if one did
-        return fn()
+        first = self.on_main(fn, who=leader)[0]  # the leaders; every rank learns if one failed
+        then = self.on_main(fn, who=not leader)[0]  # the others, now finding the work done
+        return first if leader else then  # type: ignore[return-value]
 
     def on_main(self, fn: Callable[[], T], who: bool | None = None) -> tuple[T | None]:
-        """Run ``fn`` on rank 0 only (or where ``who``); every rank learns whether it failed.
+        """Run ``fn`` on rank 0 only (or where ``who``: e.g. True everywhere for work every rank does
+        its share of); every rank learns whether any failed, and the others stop with one line.
 
         Without this, a rank-0 error (a full disk while checkpointing) would leave the other ranks
         waiting at their next collective until the timeout. Returns ``(result,)`` (None elsewhere).
@@ -230,11 +227,17 @@ class Dist:
             return out
 
         try:
-            before = beats()
-            time.sleep(3 * HEARTBEAT_S)
-            after = beats()
-            silent = [f"rank {r}" + (f" (last alive at step {b.split()[1]})" if b else " (never heard from)")
-                      for r, b in before.items() if b == after[r]]
+            failed = [f"rank {r} ({store.get(f'facegan/failed/{r}').decode()})" for r in range(self.world)
+                      if r != self.rank and store.check([f"facegan/failed/{r}"])]
+            before = {} if failed else beats()
+            time.sleep(0 if failed else 3 * HEARTBEAT_S)
+            after = beats() if before else {}
+            silent = failed or [f"rank {r}" + (f" (last alive at step {b.split()[1]})" if b else " (never heard from)")
+                                for r, b in before.items() if b == after[r]]
+            if not silent and after:  # everyone still beats: the ones behind are stuck (a hang, not a death)
+                steps = {r: int(b.split()[1]) for r, b in after.items() if b}
+                top = max([*steps.values(), self.step])
+                silent = [f"rank {r} (stuck at step {at})" for r, at in steps.items() if at < top]
         except Exception:  # noqa: BLE001 - the store lives with rank 0 / the first node: it may be gone too
             silent = ["the first node (its rendezvous store is unreachable)"] if self.rank else []
         who = ", ".join(silent) if silent else "another rank"
@@ -255,6 +258,8 @@ def session(device_name: str = "auto", timeout_s: float = 1800.0) -> Iterator[Di
     except Exception as e:
         if d.active and is_comm_error(e):
             raise d.lost(e) from None
+        if d.active:  # tell the others why this rank is leaving, so their error can say so
+            _tell_failed(d.rank, e)
         raise
     finally:
         d.close()
@@ -306,6 +311,15 @@ def _store() -> Any:
         return _get_default_store()
     except Exception:  # noqa: BLE001 - no group, or a torch without this (private, long-stable) helper
         return None
+
+
+def _tell_failed(rank: int, e: BaseException) -> None:
+    store = _store()
+    try:
+        if store is not None:
+            store.set(f"facegan/failed/{rank}", _describe(e)[:200])
+    except Exception:  # noqa: BLE001 - best effort: the store may be gone
+        pass
 
 
 def _describe(e: BaseException) -> str:

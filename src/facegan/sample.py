@@ -68,15 +68,22 @@ def generate(G: Generator, out_dir: str | Path, n: int, seed: int = 0, start: in
     names = [f"seed{seed}-{start + k:06d}.png" for k in range(n)]
     mine = list(range(0, n, batch_size))[rank::world]
     on_cpu = next(G.parameters()).device.type == "cpu"
-    with viz.ImageWriter(workers, overlap=not on_cpu) as writer, \
-            tqdm(total=sum(min(batch_size, n - s) for s in mine), unit="face", disable=not progress or rank != 0,
-                 dynamic_ncols=True) as bar:
-        for s in mine:
-            m = min(batch_size, n - s)
-            imgs = faces(G, m, seed=seed, start=start + s, batch_size=m, truncation=truncation, upscaler=upscaler,
-                         precision=precision)
-            writer.write(imgs, [out / name for name in names[s:s + m]])
-            bar.update(m)
+
+    def write_mine() -> None:
+        with viz.ImageWriter(workers, overlap=not on_cpu) as writer, \
+                tqdm(total=sum(min(batch_size, n - s) for s in mine), unit="face", disable=not progress or rank != 0,
+                     dynamic_ncols=True) as bar:
+            for s in mine:
+                m = min(batch_size, n - s)
+                imgs = faces(G, m, seed=seed, start=start + s, batch_size=m, truncation=truncation, upscaler=upscaler,
+                             precision=precision)
+                writer.write(imgs, [out / name for name in names[s:s + m]])
+                bar.update(m)
+
+    if dist is None:
+        write_mine()
+    else:
+        dist.on_main(write_mine, who=True)  # every rank its share; all learn if one failed
     manifest = {"z_dim": G.cfg.z_dim, "res": G.cfg.res * (upscaler.cfg.scale if upscaler else 1),
                 "generator_res": G.cfg.res, "upscale": upscaler.cfg.scale if upscaler else None,
                 "truncation": truncation}
@@ -84,8 +91,6 @@ def generate(G: Generator, out_dir: str | Path, n: int, seed: int = 0, start: in
         manifest["precision"] = precision
     manifest["images"] = [{"file": name, "seed": seed, "index": start + k} for k, name in enumerate(names)]
     path = out / "manifest.json"
-    if dist is not None:
-        dist.barrier()  # every rank's files are written
     return write_text_atomic(path, json.dumps(manifest, indent=1)) if rank == 0 else path
 
 

@@ -69,14 +69,15 @@ class Evaluator:
         fake = inception.extract_sharded(batch_of, n, self.batch, self.dist, self.device, self.progress, self.weights,
                                          self.backend)
         if "mem" in names and self.dist is not None:
-            kept = [G.sample(n, seed=seed)]  # ≈10× cheaper than their features; each rank made only its share
+            kept = [G.sample(n, seed=seed, batch_size=self.batch)]  # ≈10× cheaper than features; the same batches
         return self._compute(names, fake, np.concatenate(kept) if kept else None, out_dir, seed)
 
     def of_images(self, fake_src: str | Path, names: list[str] | tuple[str, ...] = DEFAULT_METRICS,
                   n: int | None = None, out_dir: Path | None = None, seed: int = 0) -> dict[str, float]:
         """Metrics of an image set (any source) against the real set, at the same resolution."""
         res, channels = self.real.images.shape[1], self.real.images.shape[3]
-        fake_imgs = open_prepared(resolve_dataset(fake_src, res, channels, progress=self.progress)).images
+        prepare = lambda: resolve_dataset(fake_src, res, channels, progress=self.progress)  # noqa: E731
+        fake_imgs = open_prepared(self.dist.first_then_rest(prepare) if self.dist is not None else prepare()).images
         return self.of_array(fake_imgs[:n] if n else fake_imgs, names, out_dir, seed)
 
     def of_array(self, images: np.ndarray, names: list[str] | tuple[str, ...] = DEFAULT_METRICS,

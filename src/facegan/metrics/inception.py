@@ -318,7 +318,12 @@ def reference_features(prepared_path: str | Path, n: int | None = None, batch_si
         return np.load(cache).astype(np.float64)
     feats = extract_sharded(lambda s, m: data.images[idx[s:s + m]], len(idx), batch_size, dist, device, progress, wpath,
                             backend)
-    if dist is None or dist.is_main:
+    def write() -> None:
         with atomic_path(cache) as tmp, open(tmp, "wb") as f:
             np.save(f, feats.astype(np.float32))  # the network computes float32: storing more adds nothing
+
+    if dist is None:
+        write()
+    else:
+        dist.on_main(write)
     return feats

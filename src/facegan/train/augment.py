@@ -14,6 +14,8 @@ resumed run augments exactly as an uninterrupted one.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 POLICIES = ("color", "translation", "cutout")
@@ -28,18 +30,35 @@ def parse_policy(policy: str) -> tuple[str, ...]:
     return names
 
 
-def diff_augment(x: torch.Tensor, policy: tuple[str, ...], gen: torch.Generator | None = None) -> torch.Tensor:
+@dataclass(frozen=True)
+class Rows:
+    """Draw for rows lo … lo+B−1 of a global batch of ``total``: every draw is made for all ``total``
+    rows and sliced, so a rank's images get the parameters they would get in one process."""
+
+    gen: torch.Generator
+    lo: int
+    total: int
+
+
+Draws = torch.Generator | Rows | None
+
+
+def diff_augment(x: torch.Tensor, policy: tuple[str, ...], gen: Draws = None) -> torch.Tensor:
     """Augment a (B, C, H, W) batch in [−1, 1]; each image draws its own parameters."""
     for p in policy:
         x = _OPS[p](x, gen)
     return x
 
 
-def _rand(x: torch.Tensor, gen: torch.Generator | None, *shape: int) -> torch.Tensor:
-    return torch.rand(x.shape[0], *shape, generator=gen, device=x.device, dtype=torch.float32).to(x.dtype)
+def _rand(x: torch.Tensor, gen: Draws, *shape: int) -> torch.Tensor:
+    n, lo = x.shape[0], 0
+    if isinstance(gen, Rows):
+        n, lo, gen = gen.total, gen.lo, gen.gen
+    r = torch.rand(n, *shape, generator=gen, device=x.device, dtype=torch.float32)
+    return r[lo : lo + x.shape[0]].to(x.dtype)
 
 
-def color(x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+def color(x: torch.Tensor, gen: Draws) -> torch.Tensor:
     x = x + (_rand(x, gen, 1, 1, 1) - 0.5)
     mean = x.mean(dim=1, keepdim=True)
     x = (x - mean) * (_rand(x, gen, 1, 1, 1) * 2) + mean
@@ -47,7 +66,7 @@ def color(x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
     return (x - mean) * (_rand(x, gen, 1, 1, 1) + 0.5) + mean
 
 
-def translation(x: torch.Tensor, gen: torch.Generator | None, ratio: float = 0.125) -> torch.Tensor:
+def translation(x: torch.Tensor, gen: Draws, ratio: float = 0.125) -> torch.Tensor:
     """Shift each image by an integer offset in [−s, s] (s = ratio·side), filling with zeros."""
     B, _, H, W = x.shape
     sy, sx = int(H * ratio + 0.5), int(W * ratio + 0.5)
@@ -61,7 +80,7 @@ def translation(x: torch.Tensor, gen: torch.Generator | None, ratio: float = 0.1
     return out.permute(0, 3, 1, 2)
 
 
-def cutout(x: torch.Tensor, gen: torch.Generator | None, ratio: float = 0.5) -> torch.Tensor:
+def cutout(x: torch.Tensor, gen: Draws, ratio: float = 0.5) -> torch.Tensor:
     """Zero one (ratio·H)×(ratio·W) square per image, centred anywhere (clipped at the border)."""
     B, _, H, W = x.shape
     ch, cw = int(H * ratio + 0.5), int(W * ratio + 0.5)

@@ -95,6 +95,10 @@ class Trainer:
     def set_rank_rng(self, states: dict[str, torch.Tensor]) -> None:
         raise NotImplementedError
 
+    def reseed(self, step: int) -> None:
+        """Seed this rank's own streams from (seed, rank, step): a rank the checkpoint has no state for."""
+        raise NotImplementedError
+
     def draw(self, step: int) -> None:
         """The run's pictures at ``step`` (rank 0 only)."""
 
@@ -240,6 +244,8 @@ class Harness:
                     raise FaceganError(f"--batch {self.cfg.batch} is the global batch and must split evenly over "
                                        f"{self.dist.world} ranks; give a multiple of {self.dist.world}")
                 self.per_rank = self.cfg.batch // self.dist.world
+                if getattr(self.cfg, "tensorboard", False) and self.dist.is_main:
+                    self.tb = _tensorboard(self.run_dir)
                 return self._train(make(self))
             finally:
                 if self.tb is not None:
@@ -273,13 +279,16 @@ class Harness:
         saved_world = int(meta.get("world_size", 1))
         prefix = "rng." if d.rank == 0 else f"rng.r{d.rank}."
         mine = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix) and "." not in k[len(prefix):]}
+        step = int(meta["step"])
         if d.rank < saved_world:
             t.set_rank_rng(mine)
+        else:
+            t.reseed(step)
         if saved_world != d.world and d.is_main:
-            warn(f"this run was trained on {saved_world} rank(s) and continues on {d.world}: data order, latents and labels "
-                 "continue exactly (they follow images seen); augmentation, dropout and BatchNorm batch statistics "
+            warn(f"this run was trained on {saved_world} rank(s) and continues on {d.world}: the data order and everything "
+                 "drawn per image continue exactly (they follow images seen); dropout and BatchNorm batch statistics "
                  "do not match a continuation on the old number of ranks")
-        return int(meta["step"])
+        return step
 
     # ---- the loop --------------------------------------------------------------------------------
     def _train(self, t: Trainer) -> TrainResult:
@@ -291,10 +300,12 @@ class Harness:
         budget_steps = [math.ceil(cfg.max_images / cfg.batch)] if cfg.max_images else []
         budget_steps += [math.ceil(cfg.epochs * spe)] if cfg.epochs else []
         total_steps = min(budget_steps) if budget_steps else None
-        self.step = first_step = self._restore(t) if self.resume else 0
-        if d.is_main:
+        self.step = self.dist.step = first_step = self._restore(t) if self.resume else 0
+        def start_files() -> None:
             write_text_atomic(run / "config.json", json.dumps({**cfg.to_dict(), **t.info(), "world_size": d.world}, indent=2))
             truncate_metrics(run / "metrics.jsonl", self.step)
+
+        d.on_main(start_files)  # rank 0 writes; a failure there (a full disk) stops every rank with one line
 
         B = cfg.batch
         prefetch = Prefetcher(t.sampler, d.device)
@@ -321,18 +332,20 @@ class Harness:
                 warn(f"{', '.join(f'{k}={v:.3g}' for k, v in losses.items())} at step {step}: the losses are exploding, so "
                      "the run is probably diverging; try a lower learning rate")
                 warned = True
-            if d.is_main:
-                append_jsonl(run / "metrics.jsonl", rec)
-                if self.tb is not None:
-                    for k, v in rec.items():
-                        if k not in ("step", "images", "epoch", "time"):
-                            self.tb.add_scalar(f"train/{k}", v, rec["images"])
-                if cfg.max_time:  # a time budget: re-estimate the total so the bar shows an ETA
-                    by_time = step * B + int(max(cfg.max_time - (now - t_start), 0) * rec["img_per_s"])
-                    bar.total = min(by_time, total_steps * B) if total_steps else by_time
-                bar.update((step - step_log) * B)
-                bar.set_postfix_str(f"{text} {rec['img_per_s']:.0f} img/s")
+            d.on_main(lambda: write_log(rec))
+            if cfg.max_time:  # a time budget: re-estimate the total so the bar shows an ETA
+                by_time = step * B + int(max(cfg.max_time - (now - t_start), 0) * rec["img_per_s"])
+                bar.total = min(by_time, total_steps * B) if total_steps else by_time
+            bar.update((step - step_log) * B)
+            bar.set_postfix_str(f"{text} {rec['img_per_s']:.0f} img/s")
             acc, n_acc, t_log, step_log = None, 0, now, step
+
+        def write_log(rec: dict[str, Any]) -> None:
+            append_jsonl(run / "metrics.jsonl", rec)
+            if self.tb is not None:
+                for k, v in rec.items():
+                    if k not in ("step", "images", "epoch", "time"):
+                        self.tb.add_scalar(f"train/{k}", v, rec["images"])
 
         def draw() -> None:
             d.sync_buffers(t.nets().values())  # what rank 0 draws is what every rank holds
@@ -375,6 +388,15 @@ class Harness:
             bar.close()
         return TrainResult(run, last_ckpt or (checkpoint.list_checkpoints(run) or [None])[-1], self.step, self.step * B,
                            time.time() - t_start, budget.stopped_by, first_step, first_step * B)
+
+
+def _tensorboard(run: Path) -> Any:
+    """A SummaryWriter on RUN/tensorboard (x axis: images seen), or a one-line error without the package."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise FaceganError("--tensorboard needs the tensorboard package: pip install 'facegan[tensorboard]'") from None
+    return SummaryWriter(str(run / "tensorboard"))
 
 
 def append_jsonl(path: Path, rec: dict) -> None:

@@ -4,12 +4,12 @@ Everything around the step — budgets, signals, logs, checkpoints, resume, many
 run harness's (train/harness.py); this file says what a GAN step is and what its run holds.
 
 Random streams (so N steps + resume + N steps gives the same weights, bit for bit on CPU):
-- ``gen`` draws everything that defines a global batch — latents, D's targets, flips — for all
-  ``--batch`` rows on every rank; each rank keeps its own rows. So the ranks get different fakes,
-  and K ranks compute exactly what one process does at the same batch (up to BatchNorm's
-  per-rank statistics);
-- ``aug`` (DiffAugment) and torch's global stream (dropout) are this rank's own, seeded from
-  (seed, rank); they are checkpointed for every rank;
+- ``gen`` draws everything that defines a global batch — latents, D's targets, flips, DiffAugment
+  parameters — for all ``--batch`` rows on every rank; each rank keeps its own rows. So the ranks
+  get different fakes, and K ranks compute what one process does at the same batch (up to
+  BatchNorm's per-rank statistics);
+- torch's global stream (dropout) is this rank's own, seeded from (seed, rank) and checkpointed
+  for every rank;
 - the init comes from the seed alone: every rank builds the same nets.
 No host↔device synchronisation happens inside a step.
 """
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -73,7 +72,6 @@ class GANTrainer(Trainer):
         self.G_run, self.D_run = wrap(ddp(G, d)), wrap(ddp(D, d))
         self.D_frozen = wrap(D) if d.active else self.D_run  # G's step: no all-reduce of D's unused grads
         self.gen = torch.Generator(device).manual_seed(cfg.seed + 1)
-        self.aug = torch.Generator(device).manual_seed(rank_seed(cfg.seed, d.rank, "augment"))
         if d.rank:
             torch.manual_seed(rank_seed(cfg.seed, d.rank, "torch"))
         self.autocast = device_autocast(device, self.precision)
@@ -81,8 +79,6 @@ class GANTrainer(Trainer):
         self.with_r1 = replace(self.plain, r1_weight=cfg.r1 / 2 * cfg.r1_every)  # the lazy-R1 steps
         self.shown_at = -1
         self.evaluate = PeriodicFID(self) if cfg.eval_every else None
-        if cfg.tensorboard and d.is_main:
-            h.tb = _tensorboard(h.run_dir)
 
     def step(self, step: int, batch_u8: torch.Tensor) -> torch.Tensor:
         cfg, B, (lo, hi), device = self.cfg, self.cfg.batch, self.h.rows, self.h.device
@@ -91,8 +87,8 @@ class GANTrainer(Trainer):
         targets = tuple(t[lo:hi] for t in loss.d_targets(B, self.gen, device, cfg.label_smoothing, cfg.label_noise,
                                                           cfg.label_flip))
         opts = self.with_r1 if cfg.r1 > 0 and step % cfg.r1_every == 0 else self.plain
-        stats = gan_step(self.G_run, self.D_run, self.opt_g, self.opt_d, real, z, targets, self.autocast, opts, self.aug,
-                         D_frozen=self.D_frozen)
+        stats = gan_step(self.G_run, self.D_run, self.opt_g, self.opt_d, real, z, targets, self.autocast, opts,
+                         augment.Rows(self.gen, lo, B), D_frozen=self.D_frozen)
         if self.G_ema is not None:
             ema.update(self.G_ema, self.G, self.ema_decay(step))
         return stats
@@ -129,18 +125,20 @@ class GANTrainer(Trainer):
                 net.load_state_dict(checkpoint.module_state(tensors, name))
         checkpoint.unpack_optimizer("optG", self.opt_g, tensors, meta["optG"])
         checkpoint.unpack_optimizer("optD", self.opt_d, tensors, meta["optD"])
-        checkpoint.unpack_rng(tensors, self.gen, self.h.device)
+        checkpoint.unpack_generator(tensors["rng.gen"], self.gen, self.h.device)  # shared; the rest is per rank
 
     def rank_rng(self) -> dict[str, torch.Tensor]:
-        return {**checkpoint.process_rng(self.h.device), "aug": self.aug.get_state()}
+        return checkpoint.process_rng(self.h.device)
 
     def set_rank_rng(self, states: dict[str, torch.Tensor]) -> None:
         checkpoint.set_process_rng(states, self.h.device)
-        if "aug" in states:  # runs saved before issue #15 drew augmentation from gen
-            checkpoint.unpack_generator(states["aug"], self.aug, self.h.device)
+
+    def reseed(self, step: int) -> None:
+        torch.manual_seed(rank_seed(self.cfg.seed, self.h.dist.rank, f"torch/{step}"))
 
     def after_step(self, step: int) -> None:
         if self.evaluate is not None and step % self.cfg.eval_every == 0:
+            self.h.dist.sync_buffers(self.nets().values())  # without EMA the faces come from G's BN statistics
             self.evaluate(step)
 
     def draw(self, step: int) -> None:
@@ -173,16 +171,19 @@ class PeriodicFID:
         res = self.evaluator.of_generator(t.shown(), cfg.eval_n, names=("fid", "kid"), seed=cfg.seed)
         rec = {"step": step, "images": step * cfg.batch, "fid": res["fid"], "kid_mean": res["kid_mean"],
                "kid_std": res["kid_std"], "eval_n": cfg.eval_n}
-        if h.dist.is_main:
-            append_jsonl(h.run_dir / "metrics.jsonl", rec)
-            if h.tb is not None:
-                h.tb.add_scalar("eval/fid", res["fid"], rec["images"])
-                h.tb.add_scalar("eval/kid", res["kid_mean"], rec["images"])
-        if res["fid"] < self.best:  # the same on every rank: the features were gathered
-            self.best = res["fid"]
+        h.dist.on_main(lambda: self.write(rec))
+        if h.dist.agree_max(int(res["fid"] < self.best)):  # one decision for all ranks: saving is collective
+            self.best = min(self.best, res["fid"])
             h.save_best(t, {"fid": self.best})
         if h.progress:
             tqdm.write(f"step {step}: FID {res['fid']:.2f} (best {self.best:.2f}), KID {res['kid_mean']:.4f}")
+
+    def write(self, rec: dict[str, Any]) -> None:
+        h = self.t.h
+        append_jsonl(h.run_dir / "metrics.jsonl", rec)
+        if h.tb is not None:
+            h.tb.add_scalar("eval/fid", rec["fid"], rec["images"])
+            h.tb.add_scalar("eval/kid", rec["kid_mean"], rec["images"])
 
 
 @dataclass(frozen=True)
@@ -204,7 +205,7 @@ def optimizers(G: torch.nn.Module, D: torch.nn.Module, cfg: TrainConfig,
 
 def gan_step(G: torch.nn.Module, D: torch.nn.Module, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
              real: torch.Tensor, z: torch.Tensor, targets: tuple[torch.Tensor, torch.Tensor],
-             autocast: Any = None, opts: Stabilisers = Stabilisers(), gen: torch.Generator | None = None,
+             autocast: Any = None, opts: Stabilisers = Stabilisers(), gen: augment.Draws = None,
              D_frozen: torch.nn.Module | None = None) -> torch.Tensor:
     """One D update, then one G update on the same fakes; returns [loss_D, loss_G, D(x), D(G(z)), R1].
 
@@ -241,15 +242,6 @@ def gan_step(G: torch.nn.Module, D: torch.nn.Module, opt_g: torch.optim.Optimize
         score = torch.sigmoid if opts.loss == "bce" else (lambda t: t)
         return torch.stack([loss_d.detach(), loss_g.detach(), score(real_logits.detach().float()).mean(),
                             score(fake_logits.detach().float()).mean(), penalty.detach().float()])
-
-
-def _tensorboard(run: Path) -> Any:
-    """A SummaryWriter on RUN/tensorboard (x axis: images seen), or a one-line error without the package."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise FaceganError("--tensorboard needs the tensorboard package: pip install 'facegan[tensorboard]'") from None
-    return SummaryWriter(str(run / "tensorboard"))
 
 
 def _state(step: int, per_step: int, cfg: TrainConfig, G: Generator, D: Discriminator, G_ema: Generator | None,

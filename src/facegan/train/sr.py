@@ -208,15 +208,18 @@ class SRTrainer(Trainer):
         if "optD" in meta:
             self.D.load_state_dict(checkpoint.module_state(tensors, "D"))
             checkpoint.unpack_optimizer("optD", self.opt_d, tensors, meta["optD"])
-        checkpoint.unpack_rng(tensors, self.gen, self.h.device)
 
     def rank_rng(self) -> dict[str, torch.Tensor]:
         return {**checkpoint.process_rng(self.h.device), "gen": self.gen.get_state()}
 
     def set_rank_rng(self, states: dict[str, torch.Tensor]) -> None:
         checkpoint.set_process_rng(states, self.h.device)
-        if "gen" in states:
-            checkpoint.unpack_generator(states["gen"], self.gen, self.h.device)
+        checkpoint.unpack_generator(states["gen"], self.gen, self.h.device)
+
+    def reseed(self, step: int) -> None:
+        rank = self.h.dist.rank
+        torch.manual_seed(rank_seed(self.cfg.seed, rank, f"torch/{step}"))
+        self.gen.manual_seed(rank_seed(self.cfg.seed, rank, f"sr/{step}"))
 
     def draw(self, step: int) -> None:
         """Held-out panel (input, bicubic, ours, truth) and the PSNR of N_VAL held-out faces."""
