@@ -172,6 +172,36 @@ def test_a_killed_rank_becomes_one_error_line_on_the_others(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_hung_rank_becomes_an_error_after_the_timeout(tmp_path):
+    run = tmp_path / "run"
+    procs = _facegan_ranks(2, *TRAIN, "--out", run, "--max-images", "10000000", "--ckpt-every", "3", "--dist-timeout", "8")
+    deadline = time.time() + 120
+    while time.time() < deadline and not checkpoint.list_checkpoints(run):
+        time.sleep(0.05)
+    t_stop = time.time()
+    procs[1].send_signal(signal.SIGSTOP)  # alive but silent: no connection closes, only the timeout can tell
+    try:
+        _, err = procs[0].communicate(timeout=60)
+    finally:
+        procs[1].kill()
+        procs[1].wait()
+    assert procs[0].returncode == 2 and 8 <= time.time() - t_stop < 30, err
+    assert "error: rank 0 lost contact with rank 1 (last alive at step" in err and "Traceback" not in err, err
+    checkpoint.load(run)
+
+
+@pytest.mark.slow
+def test_a_one_rank_run_grows_to_two(tmp_path, capfd):
+    cfg = _cfg(tmp_path, "grow", max_images=16 * 4, model=replace(TINY, d_dropout=0.2))
+    loop.train(cfg, progress=False)
+    per_rank = _ranks(2, replace(cfg, max_images=16 * 8), tmp_path, resume=True)
+    assert all(torch.equal(per_rank[0][k], per_rank[1][k]) for k in per_rank[0])
+    saved = checkpoint.load(cfg.out)[0]
+    assert checkpoint.read_meta(cfg.out)["step"] == 8 and not torch.equal(saved["rng.torch"], saved["rng.r1.torch"])
+    assert "trained on 1 rank(s) and continues on 2" in capfd.readouterr().err
+
+
+@pytest.mark.slow
 def test_two_nodes_on_one_machine_train_and_checkpoint(tmp_path):
     run, port = tmp_path / "run", _port()
     launchers = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(n),
