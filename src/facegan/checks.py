@@ -93,6 +93,8 @@ def _check_writable(flag: str, folder: Path) -> None:
         return
     try:
         folder.mkdir(parents=True)
+    except FileExistsError:  # another process (a rank of the same run) made it meanwhile: not ours to remove
+        missing = []
     except OSError as e:
         raise FaceganError(f"{flag}: cannot create {folder}: {describe_os_error(e)}") from None
     finally:

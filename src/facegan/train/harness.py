@@ -40,7 +40,7 @@ from facegan import checkpoint, checks, viz
 from facegan.config import BUDGETS, SRTrainConfig, TrainConfig, validate
 from facegan.data.loader import BatchSampler, Prefetcher
 from facegan.data.prepare import PreparedData, absolute_source, open_prepared, resolve_dataset
-from facegan.dist import Dist, session
+from facegan.dist import Dist, env_world, session
 from facegan.errors import FaceganError, describe_os_error
 from facegan.fileio import write_text_atomic
 
@@ -117,10 +117,12 @@ class Trainer:
 def start(cfg: TrainConfig | SRTrainConfig, resume: bool) -> TrainConfig | SRTrainConfig:
     """What every run does before any work: check every option and the run folder, fix the data path.
 
-    A new run stores its data as an absolute path, so ``--resume`` works from any directory.
+    A new run stores its data as an absolute path, so ``--resume`` works from any directory. Of
+    many ranks only rank 0 probes the run folder (the probe creates and removes it: racing ranks
+    would remove it under each other).
     """
     validate(cfg)
-    run = checks.output_dir("--out", cfg.out)
+    run = checks.output_dir("--out", cfg.out) if env_world()[0] == 0 else Path(cfg.out)
     if not resume and checkpoint.list_checkpoints(run):
         raise FaceganError(f"{run} already holds a run; continue it with --resume, or pick another --out")
     return cfg if resume else replace(cfg, data=absolute_source(cfg.data))
