@@ -164,7 +164,7 @@ def test_a_killed_rank_becomes_one_error_line_on_the_others(tmp_path):
     _, err = procs[0].communicate(timeout=60)
     assert time.time() - t_kill < 35 and procs[0].returncode == 2, err
     lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: rank 0 lost contact with rank 1"), err
+    assert len(lines) == 1 and lines[0].startswith("error: rank 0: lost contact with rank 1"), err
     assert "Traceback" not in err
     procs[1].wait()
     checkpoint.load(run)  # the last checkpoint is whole
@@ -186,7 +186,7 @@ def test_a_hung_rank_becomes_an_error_after_the_timeout(tmp_path):
         procs[1].kill()
         procs[1].wait()
     assert procs[0].returncode == 2 and 8 <= time.time() - t_stop < 30, err
-    assert "error: rank 0 lost contact with rank 1 (last alive at step" in err and "Traceback" not in err, err
+    assert "error: rank 0: lost contact with rank 1 (last alive at step" in err and "Traceback" not in err, err
     checkpoint.load(run)
 
 

@@ -195,8 +195,16 @@ def _echo_trained(result) -> None:
 
 
 def _free_run_dir(name: str) -> Path:
-    """runs/NAME, or runs/NAME-2, -3, … so a new run never lands on an old one."""
+    """runs/NAME, or runs/NAME-2, -3, … so a new run never lands on an old one.
+
+    Under several ranks always runs/NAME: every rank must pick the same folder without talking to
+    the others (a taken one is then the usual "already holds a run" error).
+    """
+    from facegan.dist import env_world
+
     base = Path("runs") / name
+    if env_world()[1] > 1:
+        return base
     path, k = base, 2
     while path.exists():
         path, k = base.with_name(f"{name}-{k}"), k + 1
@@ -528,9 +536,20 @@ def main() -> None:
     except Exception as e:  # noqa: BLE001 - turned into one line here, or re-raised under --debug
         if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
             raise
-        typer.echo(f"error: {error_line(e)}", err=True)
+        typer.echo(f"error: {_rank_prefix()}{error_line(e)}", err=True)
         code = exit_code(e)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _rank_prefix() -> str:
+    """"rank N: " in a many-rank run (each rank prints its own errors), else nothing."""
+    from facegan.dist import env_world
+
+    try:
+        rank, world, _ = env_world()
+    except FaceganError:
+        return ""
+    return f"rank {rank}: " if world > 1 else ""
 
 
 def error_line(e: Exception) -> str:

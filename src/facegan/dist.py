@@ -100,7 +100,7 @@ class Dist:
         try:
             tdist.init_process_group(backend, timeout=timeout, **({"device_id": device} if backend == "nccl" else {}))
         except (RuntimeError, ValueError) as e:
-            raise FaceganError(f"rank {rank}: could not join the other {world - 1} rank(s) ({e}); check that every node "
+            raise FaceganError(f"could not join the other {world - 1} rank(s) ({e}); check that every node "
                                "uses the same --rdzv-endpoint and that its port is reachable") from None
         d = cls(rank, world, local, device, timeout_s)
         d._ctrl = tdist.new_group(backend="gloo", timeout=timeout) if backend != "gloo" else tdist.group.WORLD
@@ -244,7 +244,7 @@ class Dist:
         at = f" at step {self.step}" if self.step else ""
         why = re.sub(r"\[[^\]]*\.(cc|cpp):\d+\]\s*", "", str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
         why = why.split(". This is typically")[0][:120]
-        return FaceganError(f"rank {self.rank} lost contact with {who}{at} ({why}); see that rank's own output, "
+        return FaceganError(f"lost contact with {who}{at} ({why}); see that rank's own output, "
                             "or raise --dist-timeout if it was only slow")
 
 

@@ -44,18 +44,18 @@ def relaunch(nproc: int, argv: list[str] | None = None) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.ERROR)  # its "sending SIGTERM" chatter
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # its chatter; failures are reported below
     if "OMP_NUM_THREADS" not in os.environ:  # share the cores instead of torchrun's silent 1 thread per rank
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
     args = parse_args(["--standalone", "--nproc-per-node", str(nproc), "--shutdown-timeout", str(SHUTDOWN_S), "--module", "facegan",
                        *strip_nproc(list(sys.argv[1:] if argv is None else argv))])
     try:
         run(args)
-    except ChildFailedError as e:
-        failed = ", ".join(f"rank {r} (exit code {f.exitcode})" for r, f in sorted(e.failures.items()))
-        codes = {f.exitcode for f in e.failures.values()}
-        print(f"error: {failed} failed; see the rank's own error above", file=sys.stderr)
-        return codes.pop() if len(codes) == 1 and next(iter(codes), 1) > 0 else 1
+    except ChildFailedError as e:  # the first rank to fail is the cause; torchrun then stopped the others
+        rank, first = e.get_first_failure()
+        how = f"exit code {first.exitcode}" if first.exitcode >= 0 else f"killed by signal {-first.exitcode}"
+        print(f"error: rank {rank} failed first ({how}); see its error above", file=sys.stderr)
+        return first.exitcode if first.exitcode > 0 else 1
     except SignalException as e:
         return 128 + int(e.sigval) if e.sigval != signal.SIGINT else 130
     return 0
