@@ -40,7 +40,7 @@ from facegan import checkpoint, checks, viz
 from facegan.config import BUDGETS, SRTrainConfig, TrainConfig, validate
 from facegan.data.loader import BatchSampler, Prefetcher
 from facegan.data.prepare import PreparedData, absolute_source, open_prepared, resolve_dataset
-from facegan.dist import Dist, env_world, session
+from facegan.dist import Dist, env_world, rank_seed, session
 from facegan.errors import FaceganError, describe_os_error
 from facegan.fileio import write_text_atomic
 
@@ -68,6 +68,7 @@ class Trainer:
 
     command: ClassVar[str]  # "train" / "train-sr": how the user continues the run
     sampler: BatchSampler
+    h: "Harness"
 
     def step(self, step: int, batch_u8: torch.Tensor) -> torch.Tensor:
         """One update on this rank's rows of global batch ``step``; the statistics to log, on the device."""
@@ -89,15 +90,16 @@ class Trainer:
         raise NotImplementedError
 
     def rank_rng(self) -> dict[str, torch.Tensor]:
-        """This rank's own random states (name → state), saved for every rank."""
-        raise NotImplementedError
+        """This rank's own random states (name → state), saved for every rank: by default torch's
+        global streams (what dropout draws from)."""
+        return checkpoint.process_rng(self.h.device)
 
     def set_rank_rng(self, states: dict[str, torch.Tensor]) -> None:
-        raise NotImplementedError
+        checkpoint.set_process_rng(states, self.h.device)
 
     def reseed(self, step: int) -> None:
         """Seed this rank's own streams from (seed, rank, step): a rank the checkpoint has no state for."""
-        raise NotImplementedError
+        torch.manual_seed(rank_seed(self.h.cfg.seed, self.h.dist.rank, f"torch/{step}"))
 
     def draw(self, step: int) -> None:
         """The run's pictures at ``step`` (rank 0 only)."""
@@ -110,7 +112,7 @@ class Trainer:
         """Anything else a loop does after step ``step`` on every rank (the GAN's periodic FID)."""
 
     def info(self) -> dict[str, Any]:
-        """Extra facts for config.json (dataset size, device, precision, …)."""
+        """Extra facts for config.json (the dataset and device are the harness's)."""
         return {}
 
 
@@ -217,6 +219,7 @@ class Harness:
         self.tb: Any = None
         self.step = 0
         self.per_rank = self.cfg.batch
+        self.data: dict[str, Any] = {}  # what config.json says about the data
 
     @property
     def device(self) -> torch.device:
@@ -236,7 +239,9 @@ class Harness:
     def dataset(self, res: int, channels: int) -> tuple[Path, PreparedData]:
         """The run's data prepared at ``res`` — by one process per node, the others then open it."""
         path = self.dist.first_then_rest(lambda: resolve_dataset(self.cfg.data, res, channels, progress=self.progress))
-        return path, open_prepared(path)
+        data = open_prepared(path)
+        self.data = {"dataset": str(path), "dataset_count": len(data.images)}
+        return path, data
 
     def run(self, make: type[Trainer]) -> TrainResult:
         """Join the other ranks (or stay alone), train, leave."""
@@ -246,9 +251,14 @@ class Harness:
                     raise FaceganError(f"--batch {self.cfg.batch} is the global batch and must split evenly over "
                                        f"{self.dist.world} ranks; give a multiple of {self.dist.world}")
                 self.per_rank = self.cfg.batch // self.dist.world
+                if getattr(self.cfg, "sync_bn", False) and self.device.type != "cuda":
+                    raise FaceganError("--sync-bn needs CUDA (NCCL); on the CPU each rank's BatchNorm uses its own rows")
                 if getattr(self.cfg, "tensorboard", False) and self.dist.is_main:
                     self.tb = _tensorboard(self.run_dir)
-                return self._train(make(self))
+                t = make(self)
+                if self.dist.rank:  # after the nets (the same init everywhere): this rank's own dropout stream
+                    torch.manual_seed(rank_seed(self.cfg.seed, self.dist.rank, "torch"))
+                return self._train(t)
             finally:
                 if self.tb is not None:
                     self.tb.close()
@@ -304,7 +314,8 @@ class Harness:
         total_steps = min(budget_steps) if budget_steps else None
         self.step = self.dist.step = first_step = self._restore(t) if self.resume else 0
         def start_files() -> None:
-            write_text_atomic(run / "config.json", json.dumps({**cfg.to_dict(), **t.info(), "world_size": d.world}, indent=2))
+            facts = {**self.data, **t.info(), "device": str(d.device), "world_size": d.world}
+            write_text_atomic(run / "config.json", json.dumps({**cfg.to_dict(), **facts}, indent=2))
             truncate_metrics(run / "metrics.jsonl", self.step)
 
         d.on_main(start_files)  # rank 0 writes; a failure there (a full disk) stops every rank with one line

@@ -28,8 +28,7 @@ from facegan.config import TrainConfig
 from facegan.data.loader import BatchSampler, to_model_input
 from facegan.device import autocast as device_autocast
 from facegan.device import configure, pick_precision, resident_images
-from facegan.dist import ddp, rank_seed
-from facegan.errors import FaceganError
+from facegan.dist import ddp
 from facegan.models.dcgan import Discriminator, Generator, build
 from facegan.train import augment, ema, loss
 from facegan.train.harness import Harness, TrainResult, Trainer, append_jsonl
@@ -50,11 +49,8 @@ class GANTrainer(Trainer):
         self.h, self.cfg, device = h, cfg, h.device
         self.precision = pick_precision(cfg.precision, device)
         configure(device, cfg.tf32)
-        if cfg.sync_bn and device.type != "cuda":
-            raise FaceganError("--sync-bn needs CUDA (NCCL); on the CPU each rank's BatchNorm uses its own rows")
         # ---- data: this rank's rows of each global batch
         self.data_path, data = h.dataset(m.res, m.channels)
-        self.count = len(data.images)
         self.sampler = BatchSampler(resident_images(data.images, device, cfg.resident), cfg.batch, cfg.seed, d.rank, d.world)
         # ---- nets, optimisers, random streams
         torch.manual_seed(cfg.seed)
@@ -72,8 +68,6 @@ class GANTrainer(Trainer):
         self.G_run, self.D_run = wrap(ddp(G, d)), wrap(ddp(D, d))
         self.D_frozen = wrap(D) if d.active else self.D_run  # G's step: no all-reduce of D's unused grads
         self.gen = torch.Generator(device).manual_seed(cfg.seed + 1)
-        if d.rank:
-            torch.manual_seed(rank_seed(cfg.seed, d.rank, "torch"))
         self.autocast = device_autocast(device, self.precision)
         self.plain = Stabilisers(cfg.loss, augment.parse_policy(cfg.augment))
         self.with_r1 = replace(self.plain, r1_weight=cfg.r1 / 2 * cfg.r1_every)  # the lazy-R1 steps
@@ -127,15 +121,6 @@ class GANTrainer(Trainer):
         checkpoint.unpack_optimizer("optD", self.opt_d, tensors, meta["optD"])
         checkpoint.unpack_generator(tensors["rng.gen"], self.gen, self.h.device)  # shared; the rest is per rank
 
-    def rank_rng(self) -> dict[str, torch.Tensor]:
-        return checkpoint.process_rng(self.h.device)
-
-    def set_rank_rng(self, states: dict[str, torch.Tensor]) -> None:
-        checkpoint.set_process_rng(states, self.h.device)
-
-    def reseed(self, step: int) -> None:
-        torch.manual_seed(rank_seed(self.cfg.seed, self.h.dist.rank, f"torch/{step}"))
-
     def after_step(self, step: int) -> None:
         if self.evaluate is not None and step % self.cfg.eval_every == 0:
             self.h.dist.sync_buffers(self.nets().values())  # without EMA the faces come from G's BN statistics
@@ -150,8 +135,7 @@ class GANTrainer(Trainer):
         viz.update_run_pictures(self.h.run_dir)
 
     def info(self) -> dict[str, Any]:
-        return {"dataset": str(self.data_path), "dataset_count": self.count, "device": str(self.h.device),
-                "precision": self.precision}
+        return {"precision": self.precision}
 
 
 class PeriodicFID:

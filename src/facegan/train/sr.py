@@ -160,7 +160,7 @@ class SRTrainer(Trainer):
         # ---- data: a training split and a held-out split of the same prepared file
         self.data_path, data = h.dataset(cfg.hr_res, m.channels)
         self.train_idx, held_idx = split(len(data.images), cfg.holdout)
-        self.counts = {"dataset_count": len(data.images), "train_count": len(self.train_idx), "held_out_count": len(held_idx)}
+        self.counts = {"train_count": len(self.train_idx), "held_out_count": len(held_idx)}
         self.sampler = BatchSampler(data.images, cfg.batch, cfg.seed, d.rank, d.world, subset=self.train_idx)
         self.held = np.asarray(data.images[held_idx[:N_VAL]])
         # ---- nets, optimisers, random state
@@ -178,8 +178,6 @@ class SRTrainer(Trainer):
         self.D_run = ddp(self.D, d) if self.adversarial else None
         self.features = _feature_net(device) if cfg.feature > 0 else None
         self.gen = torch.Generator(device).manual_seed(cfg.seed + 1 if d.rank == 0 else rank_seed(cfg.seed, d.rank, "sr"))
-        if d.rank:
-            torch.manual_seed(rank_seed(cfg.seed, d.rank, "torch"))
         self.weights_ = Weights(cfg.l1, cfg.feature, cfg.adv)
 
     def step(self, step: int, batch_u8: torch.Tensor) -> torch.Tensor:
@@ -210,16 +208,15 @@ class SRTrainer(Trainer):
             checkpoint.unpack_optimizer("optD", self.opt_d, tensors, meta["optD"])
 
     def rank_rng(self) -> dict[str, torch.Tensor]:
-        return {**checkpoint.process_rng(self.h.device), "gen": self.gen.get_state()}
+        return {**super().rank_rng(), "gen": self.gen.get_state()}
 
     def set_rank_rng(self, states: dict[str, torch.Tensor]) -> None:
-        checkpoint.set_process_rng(states, self.h.device)
+        super().set_rank_rng(states)
         checkpoint.unpack_generator(states["gen"], self.gen, self.h.device)
 
     def reseed(self, step: int) -> None:
-        rank = self.h.dist.rank
-        torch.manual_seed(rank_seed(self.cfg.seed, rank, f"torch/{step}"))
-        self.gen.manual_seed(rank_seed(self.cfg.seed, rank, f"sr/{step}"))
+        super().reseed(step)
+        self.gen.manual_seed(rank_seed(self.cfg.seed, self.h.dist.rank, f"sr/{step}"))
 
     def draw(self, step: int) -> None:
         """Held-out panel (input, bicubic, ours, truth) and the PSNR of N_VAL held-out faces."""
@@ -233,7 +230,7 @@ class SRTrainer(Trainer):
         viz.update_run_pictures(run)
 
     def info(self) -> dict[str, Any]:
-        return {"kind": checkpoint.UPSCALER, "dataset": str(self.data_path), **self.counts, "device": str(self.h.device)}
+        return {"kind": checkpoint.UPSCALER, **self.counts}
 
 
 @torch.no_grad()
