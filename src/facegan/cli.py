@@ -237,7 +237,7 @@ TRUNCATION_HELP = ("Truncation trick: redraw latent components with |z_i| > ψ (
 
 @app.command()
 def generate(
-    source: Path = typer.Argument(..., help="Run folder (uses its latest checkpoint) or checkpoint file."),
+    source: Path = typer.Argument(..., help="Run folder (uses its latest checkpoint), checkpoint file or model folder (facegan export)."),
     n: int = typer.Option(64, "-n", min=1, help="Number of faces."),
     seed: int = typer.Option(0, "--seed", help="Latent stream; face (seed, index) is always the same face."),
     start: int = typer.Option(0, "--start", help="First latent index (regenerate one face with --start I -n 1)."),
@@ -255,7 +255,7 @@ def generate(
     nproc: Optional[int] = typer.Option(None, "--nproc", help=NPROC_HELP + " The files are the ones one process writes."),
 ) -> None:
     """Generate faces from a trained generator: PNG files with a manifest, or a grid."""
-    from facegan import checkpoint, sample
+    from facegan import sample
     from facegan.device import sampling_precision
     from facegan.dist import session
     from facegan.upscale import load_upscaler
@@ -279,12 +279,29 @@ def generate(
                 path = sample.write_grid(G, grid, rows=rows, seed=seed, truncation=truncation, upscaler=sr, precision=precision)
                 typer.echo(f"wrote a {rows}×{rows} grid of faces: {path}")
             return
-        folder = out or checkpoint.run_dir(checkpoint.find(source)) / "generated" / (f"seed{seed}" + (f"-x{sr.cfg.scale}" if sr else ""))
+        folder = out or sample.home(source) / "generated" / (f"seed{seed}" + (f"-x{sr.cfg.scale}" if sr else ""))
         manifest = sample.generate(G, folder, n, seed=seed, start=start, batch_size=batch, truncation=truncation, upscaler=sr,
                                    precision=precision, workers=workers, dist=d)
     size = G.cfg.res * (sr.cfg.scale if sr else 1)
     if not d.rank:
         typer.echo(f"wrote {n} faces ({size}×{size}) to {folder} (manifest: {manifest})")
+
+
+@app.command()
+def export(
+    source: Path = typer.Argument(..., help="GAN run folder (uses its latest checkpoint) or checkpoint file."),
+    out: Path = typer.Option(..., "--out", "-o", help="Model folder to write (config.json, model.safetensors, README.md, samples.png)."),
+    upscaler: Optional[Path] = typer.Option(None, "--upscaler", help="Also pack this upscaler run (facegan train-sr) as upscaler.safetensors."),
+    onnx: bool = typer.Option(False, "--onnx", help="Also write model.onnx (dynamic batch; needs facegan[onnx])."),
+    use_ema: bool = typer.Option(True, "--ema/--no-ema", help="Pack the EMA generator when the run has one."),
+) -> None:
+    """Pack a trained generator as a model folder to hand on: weights (fp32, no optimizer state), config, model card."""
+    from facegan.export import export as run_export
+
+    checks.output_dir("--out", out)
+    folder = run_export(source, out, upscaler=upscaler, onnx=onnx, ema=use_ema)
+    typer.echo(f"wrote model folder {folder}: " + ", ".join(sorted(p.name for p in folder.iterdir() if p.is_file())))
+    typer.echo(f"  use it: facegan generate {folder} -n 64   |   facegan.load_generator({str(folder)!r})")
 
 
 @app.command("train-sr")
@@ -392,7 +409,7 @@ def upscale(
 
 @app.command()
 def interpolate(
-    source: Path = typer.Argument(..., help="Run folder (uses its latest checkpoint) or checkpoint file."),
+    source: Path = typer.Argument(..., help="Run folder (uses its latest checkpoint), checkpoint file or model folder (facegan export)."),
     seeds: str = typer.Option("0,1,2", "--seeds", help="Comma-separated seeds; the walk visits face (seed, 0) of each in order."),
     frames: int = typer.Option(60, "--frames", help="Frames of the animation (a .png strip shows up to 10 per segment)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="walk.gif, walk.mp4 (needs imageio-ffmpeg) or strip.png (default: RUN/walk.gif)."),
@@ -404,7 +421,7 @@ def interpolate(
     use_ema: bool = typer.Option(True, "--ema/--no-ema", help="Use the EMA generator when the run has one."),
 ) -> None:
     """Morph between faces: a latent walk through several seeds as a GIF, MP4 or PNG strip."""
-    from facegan import checkpoint, sample
+    from facegan import sample
     from facegan.device import pick_device
 
     try:
@@ -414,7 +431,7 @@ def interpolate(
     checks.integer("--frames", frames, 2, 10_000)
     checks.number("--fps", fps, 1, 240)
     checks.truncation("--truncation", truncation)
-    path = checks.output_file("--out", out or checkpoint.run_dir(checkpoint.find(source)) / "walk.gif")
+    path = checks.output_file("--out", out or sample.home(source) / "walk.gif")
     G = sample.load_generator(source, device=pick_device(device), ema=use_ema)
     sample.write_walk(G, path, seed_list, frames=frames, linear=linear, loop=loop, fps=fps, truncation=truncation)
     typer.echo(f"wrote a walk through seeds {', '.join(map(str, seed_list))}: {path}")

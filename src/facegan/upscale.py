@@ -29,7 +29,15 @@ PENDING_BYTES = 64 << 20  # decoded inputs held back while waiting for a batch o
 
 
 def load_upscaler(path: str | Path, device: str | torch.device = "cpu") -> SRGenerator:
-    """The upscaler of a checkpoint file or ``train-sr`` run folder (latest checkpoint), in eval mode."""
+    """The upscaler of a checkpoint file, ``train-sr`` run folder (latest checkpoint) or a model folder
+    that ships one (``facegan export --upscaler``), in eval mode."""
+    from facegan import export
+
+    if export.is_model_folder(path):
+        SR = export.load_folder_upscaler(path, device)
+        if SR is None:
+            raise FaceganError(f"model folder {path} has no upscaler; export it with --upscaler SRRUN")
+        return SR
     tensors, _, arch = load_sr(path)
     G = SRGenerator(arch)
     G.load_state_dict(checkpoint.module_state(tensors, "SR"))

@@ -1,0 +1,210 @@
+"""Model folders: a trained generator packed to be handed on (``facegan export RUN --out DIR``).
+
+A run folder holds everything needed to *continue training* (both nets, both Adams, every random
+state). A model folder holds what a user of the faces needs, in the layout people know from the
+Hugging Face hub:
+
+    DIR/config.json          format, architecture, preset, recipe, images seen, measured FID/KID
+    DIR/model.safetensors    the generator users see (the EMA one when the run keeps it), fp32
+    DIR/README.md            the model card: data, budget, recipe, metrics, samples, licence caveat
+    DIR/samples.png          a 6×6 grid of faces 0..35 of seed 0
+    DIR/upscaler.safetensors with --upscaler: the ×2/×4 face upscaler
+    DIR/model.onnx           with --onnx: z (batch, z_dim) → images (batch, C, res, res) in [−1, 1]
+
+Loading a folder (:func:`load_folder`, and so ``load_generator``, ``generate``, ``interpolate``)
+reads JSON and safetensors only, checked against the architecture before use: never code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from facegan import checkpoint, viz
+from facegan.errors import FaceganError
+from facegan.fileio import atomic_path, read_json, write_text_atomic
+from facegan.models.dcgan import Generator, ModelConfig
+from facegan.models.srresnet import SRConfig, SRGenerator
+
+FORMAT = "facegan-model-1"
+CONFIG, WEIGHTS, UPSCALER, ONNX, CARD, SAMPLES = ("config.json", "model.safetensors", "upscaler.safetensors", "model.onnx",
+                                                  "README.md", "samples.png")
+
+
+def is_model_folder(path: str | Path) -> bool:
+    p = Path(path)
+    return p.is_dir() and (p / CONFIG).is_file() and (p / WEIGHTS).is_file()
+
+
+def export(source: str | Path, out: str | Path, upscaler: str | Path | None = None, onnx: bool = False,
+           ema: bool = True) -> Path:
+    """Write the model folder of a run (its latest checkpoint) or checkpoint file; returns ``out``."""
+    from facegan.sample import load_generator, write_grid
+    from facegan.upscale import load_upscaler
+
+    ckpt = checkpoint.find(source)
+    meta = checkpoint.read_meta(ckpt)
+    if meta.get("kind") == checkpoint.UPSCALER:
+        raise FaceganError(f"{source} is an upscaler run; export the GAN run and give this one as --upscaler")
+    G = load_generator(ckpt, ema=ema).float().to(memory_format=torch.contiguous_format)
+    SR = load_upscaler(upscaler) if upscaler is not None else None
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = meta["config"]
+    has_ema = any(k.startswith("G_ema.") for k in checkpoint.load(ckpt)[0])
+    info = {"format": FORMAT, "architecture": G.cfg.to_dict(), "preset": cfg.get("preset"), "recipe": cfg.get("recipe"),
+            "generator": "G_ema" if ema and has_ema else "G", "step": meta["step"], "images": meta["images"],
+            "data": cfg.get("data"), "seed": cfg.get("seed"), "metrics": _metrics(checkpoint.run_dir(ckpt), meta["step"]),
+            "upscaler": SR.cfg.to_dict() if SR is not None else None, "source": str(ckpt), "torch": torch.__version__}
+    _save(out / WEIGHTS, G.state_dict(), info)
+    if SR is not None:
+        _save(out / UPSCALER, SR.state_dict(), {"format": FORMAT, "architecture": SR.cfg.to_dict()})
+    write_grid(G, out / SAMPLES, rows=6, seed=0)
+    if onnx:
+        export_onnx(G, out / ONNX)
+    write_text_atomic(out / CONFIG, json.dumps({**info, "onnx": ONNX if onnx else None}, indent=2))
+    write_text_atomic(out / CARD, model_card(info, onnx))
+    return out
+
+
+def _save(path: Path, state: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().float().contiguous().cpu() if v.is_floating_point() else v.detach().contiguous().cpu()
+               for k, v in state.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"facegan-model": json.dumps(info)})
+
+
+def _metrics(run: Path, step: int) -> dict[str, float]:
+    """The run's last periodic FID/KID at or before ``step`` (metrics.jsonl), if it measured any."""
+    evals = [r for r in viz.read_metrics(run / "metrics.jsonl") if "fid" in r and r.get("step", math.inf) <= step]
+    if not evals:
+        return {}
+    last = evals[-1]
+    return {k: last[k] for k in ("step", "fid", "kid_mean", "kid_std", "eval_n") if k in last}
+
+
+def export_onnx(G: Generator, path: Path) -> None:
+    """G as ONNX (the torch.export-based exporter of the installed torch): z → images, dynamic batch."""
+    try:
+        import onnxscript  # noqa: F401 - the exporter's dependency
+    except ImportError:
+        raise FaceganError("--onnx needs: pip install 'facegan[onnx]' (onnxruntime and onnxscript)") from None
+    import logging
+    import warnings
+
+    cpu = Generator(G.cfg)
+    cpu.load_state_dict(G.state_dict())
+    cpu.eval()
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    quiet = logging.getLogger("torch.onnx")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(cpu, (torch.zeros(2, G.cfg.z_dim),), dynamo=True, dynamic_shapes=({0: batch},),
+                                        input_names=["z"], output_names=["images"], verbose=False)
+    finally:
+        quiet.setLevel(level)
+    with atomic_path(path) as tmp:
+        program.save(str(tmp))
+
+
+def load_folder(path: str | Path, device: str | torch.device = "cpu") -> Generator:
+    """The generator of a model folder, checked against its architecture, in eval mode."""
+    p = Path(path)
+    info = _read_config(p)
+    try:
+        arch = ModelConfig.from_dict(info.get("architecture"))
+    except (ValueError, TypeError) as e:
+        raise FaceganError(f"{p / CONFIG}: {e}") from None
+    G = Generator(arch)
+    G.load_state_dict(_read_weights(p / WEIGHTS, G))
+    return G.to(device, memory_format=torch.channels_last).eval()
+
+
+def load_folder_upscaler(path: str | Path, device: str | torch.device = "cpu") -> SRGenerator | None:
+    """The upscaler a model folder ships, or None."""
+    p = Path(path)
+    info = _read_config(p)
+    if not info.get("upscaler"):
+        return None
+    try:
+        SR = SRGenerator(SRConfig.from_dict(info["upscaler"]))
+    except (ValueError, TypeError) as e:
+        raise FaceganError(f"{p / CONFIG}: upscaler: {e}") from None
+    SR.load_state_dict(_read_weights(p / UPSCALER, SR))
+    return SR.to(device, memory_format=torch.channels_last).eval()
+
+
+def _read_config(p: Path) -> dict[str, Any]:
+    try:
+        info = read_json(p / CONFIG)
+    except (OSError, ValueError) as e:
+        raise FaceganError(f"{p / CONFIG} is not a readable model config ({e})") from None
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        raise FaceganError(f"{p} is not a facegan model folder (config.json format {info.get('format') if isinstance(info, dict) else None!r}, "
+                           f"expected {FORMAT!r})")
+    return info
+
+
+def _read_weights(path: Path, net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The file's tensors, which must be exactly the net's (names, shapes, dtypes) and finite."""
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise FaceganError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e})") from None
+    want = {k: (tuple(v.shape), v.dtype) for k, v in net.state_dict().items()}
+    have = {k: (tuple(v.shape), v.dtype) for k, v in tensors.items()}
+    if have != want:
+        diff = sorted(set(want) ^ set(have)) or sorted(k for k in want if want[k] != have[k])
+        raise FaceganError(f"{path} does not match its config.json architecture (first difference: {diff[0]})")
+    bad = checkpoint.non_finite(tensors)
+    if bad:
+        raise FaceganError(f"{path} is damaged: {', '.join(bad[:3])} hold NaN/inf values")
+    return tensors
+
+
+def model_card(info: dict[str, Any], onnx: bool) -> str:
+    """README.md of a model folder: what it is, what it saw, how good it measured, and the caveat."""
+    a, m = info["architecture"], info.get("metrics") or {}
+    quality = (f"FID {m['fid']:.2f}, KID {m.get('kid_mean', float('nan')):.4f} ± {m.get('kid_std', float('nan')):.4f} "
+               f"({m.get('eval_n', '?')} generated faces vs the training data, at step {m.get('step')})"
+               if "fid" in m else "not measured during training; run `facegan evaluate` on the run for FID/KID, "
+               "precision/recall and memorization")
+    sr = info.get("upscaler")
+    sr_text = f"×{sr['scale']} SRResNet (upscaler.safetensors)" if sr else "none"
+    onnx_text = "model.onnx: z (batch, z_dim) → images (batch, C, H, W) in [−1, 1]" if onnx else "not exported"
+    lines = [
+        f"# facegan face generator: {info.get('preset') or 'custom'} ({a['res']}×{a['res']}, z = {a['z_dim']})", "",
+        "A DCGAN-family generator trained with facegan. Every face is addressed by "
+        "(seed, index): the same pair always gives the same face.", "",
+        "![36 faces of seed 0](samples.png)", "",
+        "| | |", "|---|---|",
+        f"| architecture | {a['res']}² {'RGB' if a['channels'] == 3 else 'grayscale'}, z = {a['z_dim']}, G widths {a['g_width']}…{a['width_cap']} |",
+        f"| recipe | {info.get('recipe')} (preset {info.get('preset')}) |",
+        f"| generator | {'EMA of G (G_ema)' if info.get('generator') == 'G_ema' else 'G'} |",
+        f"| training data | `{info.get('data')}` |",
+        f"| images seen | {info.get('images'):,} ({info.get('step'):,} steps) |",
+        f"| quality | {quality} |",
+        f"| upscaler | {sr_text} |",
+        f"| ONNX | {onnx_text} |", "",
+        "## Use", "",
+        "```python", "import facegan", "G = facegan.load_generator('THIS_FOLDER')", "faces = G.sample(16, seed=0)  # uint8 (16, H, W, C)", "```", "",
+        "or `facegan generate THIS_FOLDER -n 64`, `facegan interpolate THIS_FOLDER --seeds 1,2,3`.", "",
+        "## Data and licence caveat", "",
+        "This model learned from the training data named above. Face datasets (CelebA, FFHQ, 140k-faces, "
+        "your own photos) carry their own licences and the rights of the people in them: CelebA and FFHQ, "
+        "for instance, are for non-commercial research only. Generated faces can resemble training "
+        "faces; check memorization (`facegan evaluate --metrics mem`) before publishing them, and do not "
+        "use them to impersonate or deceive. The weights inherit the terms of the data they were trained on.", "",
+    ]
+    return "\n".join(lines)
