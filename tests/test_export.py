@@ -107,6 +107,8 @@ def test_onnx_export_matches_torch(trained, tmp_path):
         assert np.abs(got - ref.numpy()).max() <= 1e-4
         assert np.abs(to_uint8(torch.from_numpy(got)).astype(int) - to_uint8(ref).astype(int)).max() <= 1
     assert json.loads((out / "config.json").read_text())["onnx"] == "model.onnx"
+    export.export(trained.out, out)  # again without --onnx: no stale model.onnx left behind
+    assert not (out / "model.onnx").exists() and json.loads((out / "config.json").read_text())["onnx"] is None
 
 
 def test_export_command_writes_the_folder_and_names_bad_input_in_one_line(trained, tmp_path):

@@ -31,6 +31,7 @@ from facegan.errors import FaceganError
 from facegan.fileio import atomic_path, read_json, write_text_atomic
 from facegan.models.dcgan import Generator, ModelConfig
 from facegan.models.srresnet import SRConfig, SRGenerator
+from facegan.train.ema import schedule as ema_schedule
 
 FORMAT = "facegan-model-1"
 CONFIG, WEIGHTS, UPSCALER, ONNX, CARD, SAMPLES = ("config.json", "model.safetensors", "upscaler.safetensors", "model.onnx",
@@ -57,7 +58,8 @@ def export(source: str | Path, out: str | Path, upscaler: str | Path | None = No
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = meta["config"]
-    has_ema = any(k.startswith("G_ema.") for k in checkpoint.load(ckpt)[0])
+    saved = checkpoint.saved_config(None, cfg)  # the checkpoint holds G_ema exactly when the run keeps an EMA
+    has_ema = ema_schedule(saved.ema, saved.ema_kimg, saved.ema_rampup, saved.batch) is not None
     info = {"format": FORMAT, "architecture": G.cfg.to_dict(), "preset": cfg.get("preset"), "recipe": cfg.get("recipe"),
             "generator": "G_ema" if ema and has_ema else "G", "step": meta["step"], "images": meta["images"],
             "data": cfg.get("data"), "seed": cfg.get("seed"), "metrics": _metrics(checkpoint.run_dir(ckpt), meta["step"]),
@@ -68,6 +70,9 @@ def export(source: str | Path, out: str | Path, upscaler: str | Path | None = No
     write_grid(G, out / SAMPLES, rows=6, seed=0)
     if onnx:
         export_onnx(G, out / ONNX)
+    for name, wanted in ((ONNX, onnx), (UPSCALER, SR is not None)):  # an earlier export's extras would be stale
+        if not wanted:
+            (out / name).unlink(missing_ok=True)
     write_text_atomic(out / CONFIG, json.dumps({**info, "onnx": ONNX if onnx else None}, indent=2))
     write_text_atomic(out / CARD, model_card(info, onnx))
     return out
