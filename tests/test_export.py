@@ -43,6 +43,7 @@ def test_export_writes_a_model_folder_that_loads_like_the_run(trained, tmp_path)
     assert np.array_equal(from_run, from_folder)  # the same faces, bit for bit
 
 
+@pytest.mark.slow
 def test_generate_and_interpolate_accept_a_model_folder(trained, tmp_path):
     out = export.export(trained.out, tmp_path / "model")
     g = subprocess.run([sys.executable, "-m", "facegan", "generate", str(out), "-n", "5"], capture_output=True, text=True,
@@ -69,6 +70,7 @@ def test_a_doctored_model_folder_is_one_line_error(trained, tmp_path):
         sample.load_generator(out)
 
 
+@pytest.mark.slow
 def test_an_upscaler_ships_inside_the_folder_and_is_refused_as_the_generator(trained, tmp_path):
     from facegan.config import SRTrainConfig
     from facegan.models.srresnet import SRConfig
@@ -111,6 +113,7 @@ def test_onnx_export_matches_torch(trained, tmp_path):
     assert not (out / "model.onnx").exists() and json.loads((out / "config.json").read_text())["onnx"] is None
 
 
+@pytest.mark.slow
 def test_export_command_writes_the_folder_and_names_bad_input_in_one_line(trained, tmp_path):
     p = subprocess.run([sys.executable, "-m", "facegan", "export", trained.out, "--out", str(tmp_path / "m")],
                        capture_output=True, text=True, env=ENV, timeout=120)
