@@ -63,7 +63,6 @@ class Dist:
     world: int = 1
     local_rank: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    timeout_s: float = 1800.0
     step: int = 0  # what the heartbeat reports; the training loop keeps it current
     _ctrl: Any = None
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -83,7 +82,7 @@ class Dist:
         rank, world, local = env_world()
         device = pick_device(device_name)
         if world <= 1:
-            return cls(device=device, timeout_s=timeout_s)
+            return cls(device=device)
         if device.type == "mps":
             raise FaceganError("multi-process runs need CUDA (NCCL) or the CPU (gloo); use --device cpu on this Mac")
         if device.type == "cuda":
@@ -102,7 +101,7 @@ class Dist:
         except (RuntimeError, ValueError) as e:
             raise FaceganError(f"could not join the other {world - 1} rank(s) ({e}); check that every node "
                                "uses the same --rdzv-endpoint and that its port is reachable") from None
-        d = cls(rank, world, local, device, timeout_s)
+        d = cls(rank, world, local, device)
         d._ctrl = tdist.new_group(backend="gloo", timeout=timeout) if backend != "gloo" else tdist.group.WORLD
         threading.Thread(target=d._heartbeat, name="facegan-heartbeat", daemon=True).start()
         return d
@@ -140,10 +139,6 @@ class Dist:
         tdist.all_reduce(t, op=tdist.ReduceOp.MAX, group=self._ctrl)
         return int(t.item())
 
-    def barrier(self) -> None:
-        if self.active:
-            tdist.barrier(group=self._ctrl)
-
     def gather(self, obj: Any) -> list[Any]:
         """Every rank's ``obj`` (small, picklable: random states, features), in rank order, on every rank."""
         if not self.active:
@@ -152,13 +147,13 @@ class Dist:
         tdist.all_gather_object(out, obj, group=self._ctrl)
         return out
 
-    def first_then_rest(self, fn: Callable[[], T], local: bool = True) -> T:
-        """Run ``fn`` on rank 0 (of this node, when ``local``) first, then on the others.
+    def first_then_rest(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on each node's local rank 0 first, then on the others.
 
         For work that fills a cache (preparing a dataset, Inception features of the real set):
         one process per node does it, the others then find it done.
         """
-        leader = (self.local_rank if local else self.rank) == 0
+        leader = self.local_rank == 0
         first = self.on_main(fn, who=leader)[0]  # the leaders; every rank learns if one failed
         then = self.on_main(fn, who=not leader)[0]  # the others, now finding the work done
         return first if leader else then  # type: ignore[return-value]

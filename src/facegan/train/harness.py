@@ -217,8 +217,6 @@ class Harness:
         self.progress_wanted = progress
         self.dist = Dist()
         self.tb: Any = None
-        self.step = 0
-        self.per_rank = self.cfg.batch
         self.data: dict[str, Any] = {}  # what config.json says about the data
 
     @property
@@ -231,10 +229,19 @@ class Harness:
         return self.progress_wanted and self.dist.is_main
 
     @property
+    def step(self) -> int:
+        """Steps taken so far in the whole run (kept on the Dist, whose heartbeat reports it)."""
+        return self.dist.step
+
+    @step.setter
+    def step(self, value: int) -> None:
+        self.dist.step = value
+
+    @property
     def rows(self) -> tuple[int, int]:
         """This rank's rows [lo, hi) of each global batch."""
-        lo = self.dist.rank * self.per_rank
-        return lo, lo + self.per_rank
+        per_rank = self.cfg.batch // self.dist.world
+        return self.dist.rank * per_rank, (self.dist.rank + 1) * per_rank
 
     def dataset(self, res: int, channels: int) -> tuple[Path, PreparedData]:
         """The run's data prepared at ``res`` — by one process per node, the others then open it."""
@@ -250,7 +257,6 @@ class Harness:
                 if self.cfg.batch % self.dist.world:
                     raise FaceganError(f"--batch {self.cfg.batch} is the global batch and must split evenly over "
                                        f"{self.dist.world} ranks; give a multiple of {self.dist.world}")
-                self.per_rank = self.cfg.batch // self.dist.world
                 if getattr(self.cfg, "sync_bn", False) and self.device.type != "cuda":
                     raise FaceganError("--sync-bn needs CUDA (NCCL); on the CPU each rank's BatchNorm uses its own rows")
                 if getattr(self.cfg, "tensorboard", False) and self.dist.is_main:
@@ -268,8 +274,7 @@ class Harness:
         """Collective: buffers averaged, weights compared, random states gathered; (tensors, meta) on rank 0."""
         d = self.dist
         d.sync_buffers(t.nets().values())
-        if d.active:
-            d.check_same(t.weights(), self.step)
+        d.check_same(t.weights(), self.step)
         rngs = d.gather(t.rank_rng())
         if not d.is_main:
             return None
@@ -312,7 +317,7 @@ class Harness:
         budget_steps = [math.ceil(cfg.max_images / cfg.batch)] if cfg.max_images else []
         budget_steps += [math.ceil(cfg.epochs * spe)] if cfg.epochs else []
         total_steps = min(budget_steps) if budget_steps else None
-        self.step = self.dist.step = first_step = self._restore(t) if self.resume else 0
+        self.step = first_step = self._restore(t) if self.resume else 0
         def start_files() -> None:
             facts = {**self.data, **t.info(), "device": str(d.device), "world_size": d.world}
             write_text_atomic(run / "config.json", json.dumps({**cfg.to_dict(), **facts}, indent=2))
@@ -382,9 +387,9 @@ class Harness:
             with Budget(total_steps, cfg.max_time, t_start, d) as budget:
                 while budget.running(self.step):
                     stats = t.step(self.step, prefetch.get(self.step, budget.more_after(self.step)))
-                    acc = stats if acc is None else acc + stats
+                    acc = stats if acc is None else acc.add_(stats)  # stats is the step's own fresh tensor
                     n_acc += 1
-                    self.step = d.step = self.step + 1
+                    self.step += 1
                     if self.step % cfg.log_every == 0:
                         log()
                     t.after_step(self.step)

@@ -158,7 +158,7 @@ class SRTrainer(Trainer):
         self.h, self.cfg, device = h, cfg, h.device
         configure(device)
         # ---- data: a training split and a held-out split of the same prepared file
-        self.data_path, data = h.dataset(cfg.hr_res, m.channels)
+        _, data = h.dataset(cfg.hr_res, m.channels)
         self.train_idx, held_idx = split(len(data.images), cfg.holdout)
         self.counts = {"train_count": len(self.train_idx), "held_out_count": len(held_idx)}
         self.sampler = BatchSampler(data.images, cfg.batch, cfg.seed, d.rank, d.world, subset=self.train_idx)
