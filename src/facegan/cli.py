@@ -22,7 +22,7 @@ except ImportError:
     from click import exceptions as click_exceptions
 
 from facegan import checks
-from facegan.errors import FaceganError, describe_os_error
+from facegan.errors import DEBUG_ENV, FaceganError, error_line, exit_code
 
 NO_ARGS_HELP = getattr(click_exceptions, "NoArgsIsHelpError", ())  # Click ≥ 8.2; older Click prints the help itself
 
@@ -32,7 +32,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Train DCGAN-family face generators, then generate faces from them.",
 )
-DEBUG_ENV = "FACEGAN_DEBUG"
 
 
 NPROC_HELP = "Run as N ranks on this machine (torchrun --standalone; N GPUs, or CPU processes); see README 'Many GPUs and clusters'."
@@ -567,28 +566,3 @@ def _rank_prefix() -> str:
     except FaceganError:
         return ""
     return f"rank {rank}: " if world > 1 else ""
-
-
-def error_line(e: Exception) -> str:
-    """What the user reads: the message of a user error, the path and advice of an OS error."""
-    if isinstance(e, FaceganError):
-        return str(e)
-    if isinstance(e, OSError):
-        return describe_os_error(e)
-    if _out_of_memory(e):
-        return "out of memory: use a smaller --batch, -n or resolution, or a machine with more memory"
-    return (f"internal error ({type(e).__name__}: {e}); this is a facegan bug: please report it with the output of "
-            f"the same command run with {DEBUG_ENV}=1")
-
-
-def exit_code(e: Exception) -> int:
-    """2 for bad input or a failing machine, a FaceganError's own code (3: diverged), 1 for a bug."""
-    if isinstance(e, FaceganError):
-        return e.exit_code
-    return 2 if isinstance(e, OSError) or _out_of_memory(e) else 1
-
-
-def _out_of_memory(e: Exception) -> bool:
-    """Python's MemoryError, or torch's (CPU: a RuntimeError from its allocator; CUDA: OutOfMemoryError)."""
-    return isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or (
-        isinstance(e, RuntimeError) and ("can't allocate memory" in str(e) or "out of memory" in str(e).lower()))

@@ -35,7 +35,7 @@ import torch.distributed as tdist
 from torch import nn
 
 from facegan.device import pick_device
-from facegan.errors import FaceganError
+from facegan.errors import FaceganError, error_line
 
 T = TypeVar("T")
 HEARTBEAT_S = 1.0  # how often each rank writes "alive at step N" into the rendezvous store
@@ -173,7 +173,7 @@ class Dist:
             except BaseException as e:  # noqa: BLE001 - re-raised below, after telling the others
                 err = e
         if self.active:
-            msgs = self.gather(_describe(err) if err is not None else None)
+            msgs = self.gather(error_line(err) if err is not None else None)
             failed = [(r, m) for r, m in enumerate(msgs) if m is not None]
             if failed and err is None:
                 r, m = failed[0]
@@ -312,16 +312,6 @@ def _tell_failed(rank: int, e: BaseException) -> None:
     store = _store()
     try:
         if store is not None:
-            store.set(f"facegan/failed/{rank}", _describe(e)[:200])
+            store.set(f"facegan/failed/{rank}", error_line(e)[:200])
     except Exception:  # noqa: BLE001 - best effort: the store may be gone
         pass
-
-
-def _describe(e: BaseException) -> str:
-    if isinstance(e, FaceganError):
-        return str(e)
-    if isinstance(e, OSError):
-        from facegan.errors import describe_os_error
-
-        return describe_os_error(e)
-    return f"{type(e).__name__}: {e}"

@@ -4,12 +4,16 @@ Anything a user can cause (a missing folder, an empty dataset, a checkpoint from
 raises :class:`FaceganError`. The CLI prints its message as one line and exits with
 ``exit_code`` instead of showing a traceback; library callers can catch it like any exception.
 Operating-system errors on a user's path (a full disk, a read-only folder, a file where a folder
-should be) are turned into the same kind of line by :func:`describe_os_error`.
+should be) are turned into the same kind of line by :func:`describe_os_error`; :func:`error_line`
+and :func:`exit_code` say what any failure prints and returns, for the CLI and for a rank telling
+the others why it stopped.
 """
 
 from __future__ import annotations
 
 import errno
+
+DEBUG_ENV = "FACEGAN_DEBUG"  # set (or `facegan --debug`): the CLI shows tracebacks instead of one line
 
 # What to do about an OSError, by errno: the part of the line a user can act on.
 _ADVICE = {
@@ -44,3 +48,28 @@ def describe_os_error(e: OSError) -> str:
     what = e.strerror or str(e) or type(e).__name__
     advice = _ADVICE.get(e.errno or -1)
     return f"{where + ': ' if where else ''}{what}" + (f" ({advice})" if advice else "")
+
+
+def error_line(e: Exception) -> str:
+    """What the user reads: the message of a user error, the path and advice of an OS error."""
+    if isinstance(e, FaceganError):
+        return str(e)
+    if isinstance(e, OSError):
+        return describe_os_error(e)
+    if out_of_memory(e):
+        return "out of memory: use a smaller --batch, -n or resolution, or a machine with more memory"
+    return (f"internal error ({type(e).__name__}: {e}); this is a facegan bug: please report it with the output of "
+            f"the same command run with {DEBUG_ENV}=1")
+
+
+def exit_code(e: Exception) -> int:
+    """2 for bad input or a failing machine, a FaceganError's own code (3: diverged), 1 for a bug."""
+    if isinstance(e, FaceganError):
+        return e.exit_code
+    return 2 if isinstance(e, OSError) or out_of_memory(e) else 1
+
+
+def out_of_memory(e: Exception) -> bool:
+    """Python's MemoryError, or torch's (CPU: a RuntimeError from its allocator; CUDA: OutOfMemoryError)."""
+    return isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or (
+        isinstance(e, RuntimeError) and ("can't allocate memory" in str(e) or "out of memory" in str(e).lower()))
