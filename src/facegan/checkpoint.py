@@ -280,10 +280,7 @@ def pack_optimizer(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict[str, t
 
 def pack_rng(gen: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
     """The RNG states exact resume needs: torch's global one, the run's generator, CUDA's."""
-    tensors = {"rng.torch": torch.get_rng_state(), "rng.gen": gen.get_state()}
-    if device.type == "cuda":
-        tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
-    return tensors
+    return {"rng.gen": gen.get_state(), **{f"rng.{k}": v for k, v in process_rng(device).items()}}
 
 
 def unpack_rng(tensors: dict[str, torch.Tensor], gen: torch.Generator, device: torch.device) -> None:

@@ -73,7 +73,8 @@ def generate(G: Generator, out_dir: str | Path, n: int, seed: int = 0, start: in
     one a single process renders, so the files are byte-identical — and rank 0 writes the manifest
     once every rank is done.
     """
-    rank, world = (dist.rank, dist.world) if dist is not None else (0, 1)
+    dist = dist or Dist()
+    rank, world = dist.rank, dist.world
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     sweep_stale(out)  # the PNGs below are written without a sweep each (durable=False)
@@ -92,10 +93,7 @@ def generate(G: Generator, out_dir: str | Path, n: int, seed: int = 0, start: in
                 writer.write(imgs, [out / name for name in names[s:s + m]])
                 bar.update(m)
 
-    if dist is None:
-        write_mine()
-    else:
-        dist.on_main(write_mine, who=True)  # every rank its share; all learn if one failed
+    dist.on_main(write_mine, who=True)  # every rank its share; all learn if one failed
     manifest = {"z_dim": G.cfg.z_dim, "res": G.cfg.res * (upscaler.cfg.scale if upscaler else 1),
                 "generator_res": G.cfg.res, "upscale": upscaler.cfg.scale if upscaler else None,
                 "truncation": truncation}

@@ -37,9 +37,8 @@ class Evaluator:
                  device: str | torch.device = "cpu", weights: str | Path | None = None, batch: int = 64,
                  progress: bool = True, backend: str = inception.BACKENDS[0], dist: Dist | None = None) -> None:
         self.device, self.weights, self.batch, self.progress, self.backend = device, weights, batch, progress, backend
-        self.dist = dist if dist is not None and dist.active else None
-        prepare = lambda: resolve_dataset(real_src, res, channels, progress=progress)  # noqa: E731
-        self.real_path = self.dist.first_then_rest(prepare) if self.dist is not None else prepare()
+        self.dist = dist or Dist()  # one process: every collective below is a no-op
+        self.real_path = self.dist.first_then_rest(lambda: resolve_dataset(real_src, res, channels, progress=progress))
         self.real = open_prepared(self.real_path)
         self.n_real = n_real
         self._real_feats: np.ndarray | None = None
@@ -62,13 +61,13 @@ class Evaluator:
 
         def batch_of(start: int, count: int) -> np.ndarray:
             imgs = G.sample(count, seed=seed, start=start)
-            if "mem" in names and self.dist is None:
+            if "mem" in names and not self.dist.active:
                 kept.append(imgs)  # memorization needs the pixels too
             return imgs
 
         fake = inception.extract_sharded(batch_of, n, self.batch, self.dist, self.device, self.progress, self.weights,
                                          self.backend)
-        if "mem" in names and self.dist is not None:
+        if "mem" in names and self.dist.active:
             kept = [G.sample(n, seed=seed, batch_size=self.batch)]  # ≈10× cheaper than features; the same batches
         return self._compute(names, fake, np.concatenate(kept) if kept else None, out_dir, seed)
 
@@ -76,8 +75,8 @@ class Evaluator:
                   n: int | None = None, out_dir: Path | None = None, seed: int = 0) -> dict[str, float]:
         """Metrics of an image set (any source) against the real set, at the same resolution."""
         res, channels = self.real.images.shape[1], self.real.images.shape[3]
-        prepare = lambda: resolve_dataset(fake_src, res, channels, progress=self.progress)  # noqa: E731
-        fake_imgs = open_prepared(self.dist.first_then_rest(prepare) if self.dist is not None else prepare()).images
+        fake_imgs = open_prepared(self.dist.first_then_rest(
+            lambda: resolve_dataset(fake_src, res, channels, progress=self.progress))).images
         return self.of_array(fake_imgs[:n] if n else fake_imgs, names, out_dir, seed)
 
     def of_array(self, images: np.ndarray, names: list[str] | tuple[str, ...] = DEFAULT_METRICS,

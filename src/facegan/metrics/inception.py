@@ -266,7 +266,8 @@ def extract_sharded(batch_of: Callable[[int, int], np.ndarray], n: int, batch_si
     gathered back in order on every rank: the same array one process computes, each batch the
     same batch (so the same bits), in 1/world of the time.
     """
-    rank, world = (dist.rank, dist.world) if dist is not None else (0, 1)
+    dist = dist or Dist()
+    rank, world = dist.rank, dist.world
     starts = list(range(0, n, batch_size))
     mine = starts[rank::world]
     feats = extract((batch_of(s, min(batch_size, n - s)) for s in mine), batch_size, device, progress and rank == 0,
@@ -311,19 +312,15 @@ def reference_features(prepared_path: str | Path, n: int | None = None, batch_si
     key = json.dumps([{k: data.manifest.get(k) for k in keys}, data.path.stat().st_size, len(idx),
                       wpath.name, wpath.stat().st_size, RESIZE])
     cache = Path(cache_dir or default_cache_dir()) / f"features-{hashlib.sha256(key.encode()).hexdigest()[:32]}.npy"
-    miss = not cache.is_file()
-    if dist is not None and dist.agree_max(int(miss)):  # all ranks take the same branch
-        miss = True
-    if not miss:
+    dist = dist or Dist()
+    if not dist.agree_max(int(not cache.is_file())):  # one answer for all ranks: they take the same branch
         return np.load(cache).astype(np.float64)
     feats = extract_sharded(lambda s, m: data.images[idx[s:s + m]], len(idx), batch_size, dist, device, progress, wpath,
                             backend)
+
     def write() -> None:
         with atomic_path(cache) as tmp, open(tmp, "wb") as f:
             np.save(f, feats.astype(np.float32))  # the network computes float32: storing more adds nothing
 
-    if dist is None:
-        write()
-    else:
-        dist.on_main(write)
+    dist.on_main(write)
     return feats
