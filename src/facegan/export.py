@@ -28,9 +28,10 @@ from safetensors.torch import load_file
 
 from facegan import checkpoint, viz
 from facegan.errors import FaceganError
-from facegan.fileio import atomic_path, read_json, write_text_atomic
+from facegan.fileio import read_json, write_text_atomic
 from facegan.models.dcgan import Generator, ModelConfig
 from facegan.models.srresnet import SRConfig, SRGenerator
+from facegan.onnx_export import save_onnx
 from facegan.train.ema import schedule as ema_schedule
 
 FORMAT = "facegan-model-1"
@@ -64,9 +65,9 @@ def export(source: str | Path, out: str | Path, upscaler: str | Path | None = No
             "generator": "G_ema" if ema and has_ema else "G", "step": meta["step"], "images": meta["images"],
             "data": cfg.get("data"), "seed": cfg.get("seed"), "metrics": _metrics(checkpoint.run_dir(ckpt), meta["step"]),
             "upscaler": SR.cfg.to_dict() if SR is not None else None, "source": str(ckpt), "torch": torch.__version__}
-    _save(out / WEIGHTS, G.state_dict(), info)
+    checkpoint.write_atomic(out / WEIGHTS, G.state_dict(), info)  # streamed, fsynced, renamed; finite only
     if SR is not None:
-        _save(out / UPSCALER, SR.state_dict(), {"format": FORMAT, "architecture": SR.cfg.to_dict()})
+        checkpoint.write_atomic(out / UPSCALER, SR.state_dict(), {"format": FORMAT, "architecture": SR.cfg.to_dict()})
     write_grid(G, out / SAMPLES, rows=6, seed=0)
     if onnx:
         export_onnx(G, out / ONNX)
@@ -76,15 +77,6 @@ def export(source: str | Path, out: str | Path, upscaler: str | Path | None = No
     write_text_atomic(out / CONFIG, json.dumps({**info, "onnx": ONNX if onnx else None}, indent=2))
     write_text_atomic(out / CARD, model_card(info, onnx))
     return out
-
-
-def _save(path: Path, state: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
-    from safetensors.torch import save_file
-
-    tensors = {k: v.detach().float().contiguous().cpu() if v.is_floating_point() else v.detach().contiguous().cpu()
-               for k, v in state.items()}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"facegan-model": json.dumps(info)})
 
 
 def _metrics(run: Path, step: int) -> dict[str, float]:
@@ -97,30 +89,14 @@ def _metrics(run: Path, step: int) -> dict[str, float]:
 
 
 def export_onnx(G: Generator, path: Path) -> None:
-    """G as ONNX (the torch.export-based exporter of the installed torch): z → images, dynamic batch."""
+    """G as ONNX: z (batch, z_dim) → images (batch, C, res, res) in [−1, 1], dynamic batch."""
     try:
         import onnxscript  # noqa: F401 - the exporter's dependency
     except ImportError:
         raise FaceganError("--onnx needs: pip install 'facegan[onnx]' (onnxruntime and onnxscript)") from None
-    import logging
-    import warnings
-
     cpu = Generator(G.cfg)
     cpu.load_state_dict(G.state_dict())
-    cpu.eval()
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    quiet = logging.getLogger("torch.onnx")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            program = torch.onnx.export(cpu, (torch.zeros(2, G.cfg.z_dim),), dynamo=True, dynamic_shapes=({0: batch},),
-                                        input_names=["z"], output_names=["images"], verbose=False)
-    finally:
-        quiet.setLevel(level)
-    with atomic_path(path) as tmp:
-        program.save(str(tmp))
+    save_onnx(cpu.eval(), torch.zeros(2, G.cfg.z_dim), path, "z", "images")
 
 
 def load_folder(path: str | Path, device: str | torch.device = "cpu") -> Generator:

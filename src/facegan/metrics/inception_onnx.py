@@ -14,8 +14,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import importlib.util
-import logging
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +21,8 @@ import torch
 
 from facegan.data.prepare import default_cache_dir
 from facegan.errors import FaceganError
-from facegan.fileio import atomic_path
 from facegan.metrics.inception_net import InceptionV3
+from facegan.onnx_export import save_onnx
 
 MISSING = "the onnxruntime Inception backend needs: pip install 'facegan[onnx]' (onnxruntime and onnxscript)"
 
@@ -48,19 +46,7 @@ def model_path(net: InceptionV3, cache_dir: str | Path | None = None) -> Path:
 
 def _export(net: InceptionV3, path: Path) -> None:
     cpu = copy.deepcopy(net).to("cpu", memory_format=torch.contiguous_format)  # the exporter traces a CPU copy
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    quiet = logging.getLogger("torch.onnx")  # it logs about torchvision operators this net does not use
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            program = torch.onnx.export(cpu, (torch.zeros(2, 3, 299, 299),), dynamo=True, dynamic_shapes=({0: batch},),
-                                        input_names=["x"], output_names=["features"], verbose=False)
-    finally:
-        quiet.setLevel(level)
-    with atomic_path(path) as tmp:
-        program.save(str(tmp))
+    save_onnx(cpu, torch.zeros(2, 3, 299, 299), path, "x", "features")
 
 
 class OnnxInception:
