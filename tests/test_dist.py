@@ -151,13 +151,20 @@ TRAIN = ("train", "procedural:128", "--preset", "quick", "--batch", "16", "--dev
          "--no-progress", "--log-every", "2", "--sample-every", "1000")
 
 
-@pytest.mark.slow
-def test_a_killed_rank_becomes_one_error_line_on_the_others(tmp_path):
-    run = tmp_path / "run"
-    procs = _facegan_ranks(2, *TRAIN, "--out", run, "--max-images", "10000000", "--ckpt-every", "3", "--dist-timeout", "30")
+def _two_ranks_past_a_checkpoint(run: Path, dist_timeout: int) -> list[subprocess.Popen]:
+    """Two training ranks with an endless budget, returned once their first checkpoint exists (or after 120 s)."""
+    procs = _facegan_ranks(2, *TRAIN, "--out", run, "--max-images", "10000000", "--ckpt-every", "3",
+                           "--dist-timeout", str(dist_timeout))
     deadline = time.time() + 120
     while time.time() < deadline and not checkpoint.list_checkpoints(run):
         time.sleep(0.05)
+    return procs
+
+
+@pytest.mark.slow
+def test_a_killed_rank_becomes_one_error_line_on_the_others(tmp_path):
+    run = tmp_path / "run"
+    procs = _two_ranks_past_a_checkpoint(run, dist_timeout=30)
     assert checkpoint.list_checkpoints(run), procs[0].communicate(timeout=5)
     t_kill = time.time()
     procs[1].send_signal(signal.SIGKILL)
@@ -174,10 +181,7 @@ def test_a_killed_rank_becomes_one_error_line_on_the_others(tmp_path):
 @pytest.mark.slow
 def test_a_hung_rank_becomes_an_error_after_the_timeout(tmp_path):
     run = tmp_path / "run"
-    procs = _facegan_ranks(2, *TRAIN, "--out", run, "--max-images", "10000000", "--ckpt-every", "3", "--dist-timeout", "8")
-    deadline = time.time() + 120
-    while time.time() < deadline and not checkpoint.list_checkpoints(run):
-        time.sleep(0.05)
+    procs = _two_ranks_past_a_checkpoint(run, dist_timeout=8)
     t_stop = time.time()
     procs[1].send_signal(signal.SIGSTOP)  # alive but silent: no connection closes, only the timeout can tell
     try:
