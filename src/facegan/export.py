@@ -58,13 +58,7 @@ def export(source: str | Path, out: str | Path, upscaler: str | Path | None = No
     SR = load_upscaler(upscaler) if upscaler is not None else None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = meta["config"]
-    saved = checkpoint.saved_config(None, cfg)  # the checkpoint holds G_ema exactly when the run keeps an EMA
-    has_ema = ema_schedule(saved.ema, saved.ema_kimg, saved.ema_rampup, saved.batch) is not None
-    info = {"format": FORMAT, "architecture": G.cfg.to_dict(), "preset": cfg.get("preset"), "recipe": cfg.get("recipe"),
-            "generator": "G_ema" if ema and has_ema else "G", "step": meta["step"], "images": meta["images"],
-            "data": cfg.get("data"), "seed": cfg.get("seed"), "metrics": _metrics(checkpoint.run_dir(ckpt), meta["step"]),
-            "upscaler": SR.cfg.to_dict() if SR is not None else None, "source": str(ckpt), "torch": torch.__version__}
+    info = describe(ckpt, G, SR, ema)
     checkpoint.write_atomic(out / WEIGHTS, G.state_dict(), info)  # streamed, fsynced, renamed; finite only
     if SR is not None:
         checkpoint.write_atomic(out / UPSCALER, SR.state_dict(), {"format": FORMAT, "architecture": SR.cfg.to_dict()})
@@ -77,6 +71,19 @@ def export(source: str | Path, out: str | Path, upscaler: str | Path | None = No
     write_text_atomic(out / CONFIG, json.dumps({**info, "onnx": ONNX if onnx else None}, indent=2))
     write_text_atomic(out / CARD, model_card(info, onnx))
     return out
+
+
+def describe(ckpt: Path, G: Generator, SR: SRGenerator | None, ema: bool = True) -> dict[str, Any]:
+    """What a model folder's config.json says about the generator ``G`` loaded from checkpoint ``ckpt``
+    (also what ``facegan serve`` reports for a run it serves directly)."""
+    meta = checkpoint.read_meta(ckpt)
+    cfg = meta["config"]
+    saved = checkpoint.saved_config(None, cfg)  # the checkpoint holds G_ema exactly when the run keeps an EMA
+    has_ema = ema_schedule(saved.ema, saved.ema_kimg, saved.ema_rampup, saved.batch) is not None
+    return {"format": FORMAT, "architecture": G.cfg.to_dict(), "preset": cfg.get("preset"), "recipe": cfg.get("recipe"),
+            "generator": "G_ema" if ema and has_ema else "G", "step": meta["step"], "images": meta["images"],
+            "data": cfg.get("data"), "seed": cfg.get("seed"), "metrics": _metrics(checkpoint.run_dir(ckpt), meta["step"]),
+            "upscaler": SR.cfg.to_dict() if SR is not None else None, "source": str(ckpt), "torch": torch.__version__}
 
 
 def _metrics(run: Path, step: int) -> dict[str, float]:
@@ -102,7 +109,7 @@ def export_onnx(G: Generator, path: Path) -> None:
 def load_folder(path: str | Path, device: str | torch.device = "cpu") -> Generator:
     """The generator of a model folder, checked against its architecture, in eval mode."""
     p = Path(path)
-    info = _read_config(p)
+    info = read_config(p)
     try:
         arch = ModelConfig.from_dict(info.get("architecture"))
     except (ValueError, TypeError) as e:
@@ -115,7 +122,7 @@ def load_folder(path: str | Path, device: str | torch.device = "cpu") -> Generat
 def load_folder_upscaler(path: str | Path, device: str | torch.device = "cpu") -> SRGenerator | None:
     """The upscaler a model folder ships, or None."""
     p = Path(path)
-    info = _read_config(p)
+    info = read_config(p)
     if not info.get("upscaler"):
         return None
     try:
@@ -126,7 +133,9 @@ def load_folder_upscaler(path: str | Path, device: str | torch.device = "cpu") -
     return SR.to(device, memory_format=torch.channels_last).eval()
 
 
-def _read_config(p: Path) -> dict[str, Any]:
+def read_config(path: str | Path) -> dict[str, Any]:
+    """A model folder's config.json, checked to be one (one-line error otherwise)."""
+    p = Path(path)
     try:
         info = read_json(p / CONFIG)
     except (OSError, ValueError) as e:

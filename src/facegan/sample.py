@@ -27,6 +27,9 @@ from facegan.models.srresnet import SRGenerator
 
 STRIP_MAX = 10  # frames per row of a walk's .png strip
 
+Waypoint = int | tuple[int, int]
+"""A face a walk passes through: a seed (its face 0) or a (seed, index) pair."""
+
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu", ema: bool = True) -> Generator:
     """The generator of a checkpoint file, run folder (latest checkpoint) or model folder
@@ -205,9 +208,10 @@ def lerp(a: torch.Tensor, b: torch.Tensor, t: float | Sequence[float] | torch.Te
     return ((1 - t) * a.double() + t * b.double()).to(a.dtype)
 
 
-def walk_latents(z_dim: int, seeds: Sequence[int], frames: int, linear: bool = False, loop: bool = True,
+def walk_latents(z_dim: int, seeds: Sequence[Waypoint], frames: int, linear: bool = False, loop: bool = True,
                  truncation: float | None = None) -> torch.Tensor:
-    """``frames`` latents walking through the faces (seed s, index 0) of ``seeds``, in order.
+    """``frames`` latents walking through the faces of ``seeds`` (each a seed s, meaning face (s, 0),
+    or a (seed, index) pair), in order.
 
     Frames are evenly spaced along the whole path. With ``loop`` the path returns to the first
     face and the last frame stops one step short of it, so a looping video repeats no frame;
@@ -226,7 +230,7 @@ def walk_latents(z_dim: int, seeds: Sequence[int], frames: int, linear: bool = F
     return torch.stack(out)
 
 
-def strip_latents(z_dim: int, seeds: Sequence[int], per_row: int, linear: bool = False, loop: bool = True,
+def strip_latents(z_dim: int, seeds: Sequence[Waypoint], per_row: int, linear: bool = False, loop: bool = True,
                   truncation: float | None = None) -> torch.Tensor:
     """One row of ``per_row`` evenly spaced latents per segment of the walk, both ends included."""
     _at_least_two(per_row, "frames")
@@ -258,11 +262,12 @@ def write_walk(G: Generator, path: str | Path, seeds: Sequence[int], frames: int
     return viz.save_animation([viz.to_pil(face) for face in render(G, z, batch_size)], path, fps)
 
 
-def _waypoints(z_dim: int, seeds: Sequence[int], loop: bool, truncation: float | None) -> list[torch.Tensor]:
-    """The latents of faces (s, 0) for each seed, and the first again when the walk loops."""
+def _waypoints(z_dim: int, seeds: Sequence[Waypoint], loop: bool, truncation: float | None) -> list[torch.Tensor]:
+    """The latents of the waypoint faces ((s, 0) for a bare seed s), and the first again when the walk loops."""
     if len(seeds) < 2:
         raise FaceganError(f"a walk needs at least two seeds, e.g. --seeds 3,17,42 (got {len(seeds)})")
-    ends = [truncated_latents(1, z_dim, s, 0, truncation)[0] for s in seeds]
+    pairs = [(w, 0) if isinstance(w, int) else tuple(w) for w in seeds]
+    ends = [truncated_latents(1, z_dim, s, i, truncation)[0] for s, i in pairs]
     return ends + ends[:1] if loop else ends
 
 

@@ -57,8 +57,18 @@ def save_image(array: np.ndarray, path: str | Path) -> Path:
 
 def encode_png(array: np.ndarray) -> bytes:
     """A uint8 (H, W, 1|3) array as the bytes of a PNG file (Pillow's defaults: zlib level 6)."""
+    return encode_image(array, "png")
+
+
+IMAGE_FORMATS = {"png": dict(format="PNG"), "webp": dict(format="WEBP", lossless=True, quality=80, method=4),
+                 "jpeg": dict(format="JPEG", quality=95)}
+"""How each format is written: PNG and lossless WebP keep every pixel, JPEG at quality 95."""
+
+
+def encode_image(array: np.ndarray, fmt: str = "png") -> bytes:
+    """A uint8 (H, W, 1|3) array as the bytes of an image file; the same pixels always give the same bytes."""
     buf = io.BytesIO()
-    to_pil(array).save(buf, format="PNG")
+    to_pil(array).save(buf, **IMAGE_FORMATS[fmt])
     return buf.getvalue()
 
 

@@ -101,6 +101,13 @@ class SRGenerator(nn.Module):
         nn.init.zeros_(self.tail.weight)  # starts as exactly bicubic: see the module docstring
         nn.init.zeros_(self.tail.bias)
 
+    @property
+    def reach(self) -> int:
+        """Input pixels on each side an output pixel depends on (an upper bound): 2·blocks + 2 convolutions
+        at the input's size, at most one input pixel for the upsampling and tail convolutions, and the
+        bicubic base's radius of 2. Tiles with this much margin upscale like the whole image."""
+        return 2 * self.cfg.blocks + 2 + 2 + 2
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         base = bicubic(x, self.cfg.scale)
         h = self.head(x)
@@ -112,7 +119,7 @@ class SRGenerator(nn.Module):
         device = next(self.parameters()).device
         out = []
         for s in range(0, len(images), batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(images[s : s + batch_size])).to(device)
+            x = torch.from_numpy(np.require(images[s : s + batch_size], requirements=("C", "W"))).to(device)  # copies only a read-only view
             out.append(to_uint8(self(to_model_input(x))))
         return np.concatenate(out) if out else np.zeros((0, 0, 0, self.cfg.channels), np.uint8)
 
