@@ -293,7 +293,9 @@ def _decode_upload(data: bytes, channels: int, scale: int, limits: Limits) -> np
     try:
         with Image.open(io.BytesIO(data)) as probe:
             w, h = probe.size
-    except Exception:  # noqa: BLE001 - Pillow raises many types on bad bytes; the size check below needs none of them
+    except Image.DecompressionBombError as e:  # Pillow's own refusal, far beyond our limit
+        raise HTTPException(413, f"image refused as a decompression bomb ({e})") from None
+    except Exception:  # noqa: BLE001 - Pillow raises many types on bad bytes; decode_image below names the problem
         w = h = 0
     if w * h > limits.max_upload_pixels:
         raise HTTPException(413, f"image of {w}×{h} pixels is over the {limits.max_upload_pixels:,} allowed")

@@ -45,6 +45,14 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def exposure_warning(host: str, api_key: str | None) -> str | None:
+    """What to tell a user who opens the service to the network, or None on a loopback-only bind."""
+    if host not in ALL_INTERFACES:
+        return None
+    return (f"warning: listening on all interfaces ({host or '0.0.0.0'}): anyone who can reach this machine can use the service"
+            + ("" if api_key else "; give --api-key (or $FACEGAN_API_KEY) to require a key"))
+
+
 def serve(source: str | Path, upscaler: str | Path | None = None, host: str = "127.0.0.1", port: int = 8000,
           runtime: str = "torch", device: str = "auto", limits: Limits = Limits(), api_key: str | None = None,
           cors_origins: tuple[str, ...] = (), max_connections: int = 1024) -> None:
@@ -64,9 +72,8 @@ def serve(source: str | Path, upscaler: str | Path | None = None, host: str = "1
         app = create_app(model, limits, api_key=api_key, cors_origins=cors_origins)
         bound_host, bound_port = sock.getsockname()[:2]
         url_host = f"[{bound_host}]" if ":" in bound_host else bound_host
-        if host in ALL_INTERFACES:
-            log.warning("warning: listening on all interfaces (%s): anyone who reaches this machine can use the service%s",
-                        host or "0.0.0.0", "" if api_key else "; give --api-key to require a key")
+        if (warning := exposure_warning(host, api_key)) is not None:
+            log.warning(warning)
         a = model.G.cfg
         log.info("serving %s (%d² faces, z = %d, %s, sha256 %s…) on http://%s:%d — studio at /, API at /docs; Ctrl-C stops",
                  model.info.get("preset") or "model", a.res, a.z_dim, model.runtime, model.sha256[:12], url_host, bound_port)
