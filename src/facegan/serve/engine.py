@@ -102,6 +102,8 @@ def _use_onnx(model: Model, source: str | Path) -> None:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = torch.get_num_threads()
     opts.inter_op_num_threads = 1
+    # idle ORT threads sleep instead of spinning: the service encodes images on the same cores between passes
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # noqa: BLE001 - ORT raises its own exception types for a bad file

@@ -3,12 +3,13 @@
 Binding here (not inside uvicorn) turns "address already in use" into one error line before
 anything is served, and lets ``--port 0`` pick a free port that the first log line names.
 Ctrl-C (or SIGTERM) lets uvicorn finish the requests in flight, then the app's lifespan stops
-the batcher.
+the batcher, the log says "stopped" and the command exits 0.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -45,6 +46,10 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def exposure_warning(host: str, api_key: str | None) -> str | None:
     """What to tell a user who opens the service to the network, or None on a loopback-only bind."""
     if host not in ALL_INTERFACES:
@@ -79,7 +84,12 @@ def serve(source: str | Path, upscaler: str | Path | None = None, host: str = "1
                  model.info.get("preset") or "model", a.res, a.z_dim, model.runtime, model.sha256[:12], url_host, bound_port)
         config = uvicorn.Config(app, log_level="warning", access_log=False, limit_concurrency=max_connections,
                                 timeout_graceful_shutdown=10, lifespan="on")
-        uvicorn.Server(config).run(sockets=[sock])
+        # uvicorn finishes the requests in flight on SIGINT/SIGTERM, then re-raises the signal: both end here
+        signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            uvicorn.Server(config).run(sockets=[sock])
+        except KeyboardInterrupt:
+            pass
         log.info("stopped")
     finally:
         sock.close()

@@ -70,7 +70,7 @@ def request_models(limits: Limits) -> tuple[type[BaseModel], type[BaseModel]]:
         format: Literal["gif", "mp4", "png", "json"] = Field("gif", description=(
             "gif / mp4 (when the server has the video extra) animation; png: a strip, one row per segment; "
             "json: every frame as base64 PNG."))
-        fps: float = Field(20.0, gt=0, le=60)
+        fps: float = Field(20.0, ge=1, le=60, description="Frames per second of a gif or mp4 (1 … 60), as the CLI's --fps.")
 
         @model_validator(mode="after")
         def _one_way(self) -> "InterpolateRequest":
