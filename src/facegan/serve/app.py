@@ -152,8 +152,6 @@ def create_app(model: Model, limits: Limits = Limits(), api_key: str | None = No
               responses={200: {"content": {MEDIA[k]: {} for k in ("png", "webp", "jpeg", "zip")}}})
     async def generate(req: GenerateRequest) -> Response:  # type: ignore[valid-type]
         faces = req.faces()
-        if req.truncation is not None and req.truncation < 1:
-            raise ZeroDivisionError('planted bug')
         z = await run_in_threadpool(_latents, faces, G.cfg.z_dim, req.truncation)
         imgs = list(await render(z))
         if req.upscale:
