@@ -459,6 +459,18 @@ def test_onnx_runtime_serves_the_same_faces_within_one_level(exported):
     diff = max(int(np.abs(_png(x["image"]).astype(int) - _png(y["image"])).max()) for x, y in zip(fa, fb))
     assert diff <= 1
     assert single == fb[40]["image"]  # ONNX Runtime too: a face's bytes do not depend on its batch
+    run, _ = exported
+    import tempfile
+    from pathlib import Path
+
+    temps = lambda: set(Path(tempfile.gettempdir()).glob("facegan-serve-*"))  # noqa: E731
+    before = temps()
+    from_run = load_model(run, runtime="onnx")  # a run has no model.onnx: exported to a temporary folder, removed on close
+    made = temps() - before
+    z = torch.randn(3, TINY.z_dim)
+    assert np.abs(from_run.render(z).astype(int) - torch_m.render(z)).max() <= 1
+    from_run.close()
+    assert len(made) == 1 and not any(p.exists() for p in made)
 
 
 @pytest.mark.slow
