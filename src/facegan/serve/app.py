@@ -23,6 +23,7 @@ import torch
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from facegan import viz
@@ -47,6 +48,13 @@ PNG_LEVEL = 1  # encoding at level 6 cost 2.3 ms per 64² face against G's ≈4 
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed member dates: the same faces give the same zip bytes
 
 
+class ErrorBody(BaseModel):
+    """Every refusal and failure: one line in ``error``; for 422 the field-level list in ``detail``."""
+
+    error: str
+    detail: list[dict[str, Any]] | None = None
+
+
 def create_app(model: Model, limits: Limits = Limits(), api_key: str | None = None,
                cors_origins: tuple[str, ...] = ()) -> FastAPI:
     """The service for ``model``; the micro-batcher starts with the app and stops with it."""
@@ -64,7 +72,10 @@ def create_app(model: Model, limits: Limits = Limits(), api_key: str | None = No
         finally:
             state["batcher"].close()
 
-    app = FastAPI(title="facegan", version="1", docs_url=None, redoc_url=None, lifespan=lifespan,
+    errors = {code: {"model": ErrorBody, "description": what} for code, what in (
+        (401, "the API key is missing or wrong"), (413, "the body or image is over the limits"),
+        (422, "the request is invalid: 'error' names the field"), (503, "the queue is full: retry after Retry-After seconds"))}
+    app = FastAPI(title="facegan", version="1", docs_url=None, redoc_url=None, lifespan=lifespan, responses=errors,
                   description="Faces from a trained facegan generator. Each face is addressed by (seed, index).")
     stats = Stats({"facegan_queue_faces": ("Faces waiting for the generator.", lambda: state["batcher"].depth if "batcher" in state else 0),
                    "facegan_queue_capacity_faces": ("Faces the queue holds before 503.", lambda: limits.max_queue),
