@@ -108,10 +108,13 @@ def main() -> None:
         try:
             asyncio.run(drive(server.url, plan(200, seed=1), args.concurrency))  # warm-up: allocator, caches, thread pool
             rss0 = server.rss_mb()
+            jobs, results, trail = plan(args.requests), [], []
             t = time.perf_counter()
-            results = asyncio.run(drive(server.url, plan(args.requests), args.concurrency))
+            for part in range(5):  # RSS after each fifth: a leak keeps climbing, caches level off
+                results += asyncio.run(drive(server.url, jobs[part * len(jobs) // 5:(part + 1) * len(jobs) // 5], args.concurrency))
+                trail.append(server.rss_mb())
             wall = time.perf_counter() - t
-            rss1 = server.rss_mb()
+            rss1 = trail[-1]
         finally:
             code = server.stop()
         log_lines = sum(1 for line in server.log_path.read_text().splitlines() if " ms" in line)
@@ -134,6 +137,7 @@ def main() -> None:
     print(f"| {len(results):,} | {wall:.1f} | {len(results) / wall:.1f} | {faces / wall:.1f} | {statistics.median(lat) * 1000:.0f} | "
           f"{q[98] * 1000:.0f} | {fivexx} | {invalid_not_4xx} | {valid_not_2xx} | {rss0:.0f} → {rss1:.0f} | {rss1 - rss0:+.0f} MiB "
           f"({'PASS' if rss1 - rss0 < 100 else 'FAIL'}) | {code} | {log_lines:,} |")
+    print(f"\nRSS MiB after each fifth of the requests: {' → '.join(f'{r:.0f}' for r in trail)}")
     ok = fivexx == 0 and invalid_not_4xx == 0 and valid_not_2xx == 0 and rss1 - rss0 < 100
     print(f"\n{'PASS' if ok else 'FAIL'}: 0 5xx, every invalid request 4xx, every valid one 2xx, RSS growth < 100 MB")
 

@@ -341,15 +341,22 @@ def test_binding_to_all_interfaces_warns():
 # -- micro-batching and the bounded queue ------------------------------------------------------------------------
 
 def test_batcher_merges_concurrent_jobs_and_splits_big_ones():
-    sizes = []
-    b = Batcher(lambda z: z.numpy().copy(), max_batch=64, max_wait_s=0.2, max_queue=512, on_batch=sizes.append)
+    sizes, shapes = [], []
+
+    def echo(z):
+        shapes.append(len(z))
+        return z.numpy().copy()
+
+    b = Batcher(echo, max_batch=48, max_wait_s=0.2, max_queue=512, on_batch=sizes.append)
     try:
-        zs = [torch.randn(n, 3) for n in (8, 8, 8, 8)]
+        assert b.sizes() == [1, 2, 4, 8, 16, 24, 32, 40, 48]
+        zs = [torch.randn(n, 3) for n in (8, 8, 8, 3)]
         futures = [b.submit(z) for z in zs]
         outs = [f.result(5) for f in futures]
-        assert sizes == [32] and all(np.array_equal(o, z.numpy()) for o, z in zip(outs, zs))
+        assert sizes == [27] and shapes == [32] and all(np.array_equal(o, z.numpy()) for o, z in zip(outs, zs))
         big = torch.randn(100, 3)
-        assert np.array_equal(b.submit(big).result(5), big.numpy()) and sizes[1:] == [64, 36]
+        assert np.array_equal(b.submit(big).result(5), big.numpy())
+        assert sizes[1:] == [48, 48, 4] and shapes[1:] == [48, 48, 4]  # padded to a known shape, never beyond max_batch
     finally:
         b.close()
     assert not b.alive
@@ -376,7 +383,9 @@ def test_a_full_queue_answers_503_with_retry_after_and_recovers():
         return render(base.G, z, len(z))
 
     m = replace(base, render=held)
+    gate.set()  # open for the start-up warm-up
     with TestClient(create_app(m, Limits(max_n=64, max_frames=64, max_queue=64, max_wait_ms=0))) as c, ThreadPoolExecutor(2) as pool:
+        gate.clear()
         first = pool.submit(gen, c, seed=1, n=64)  # taken by the worker, which then waits on the gate
         time.sleep(0.3)
         second = pool.submit(gen, c, seed=2, n=64)  # fills the queue
@@ -390,16 +399,16 @@ def test_a_full_queue_answers_503_with_retry_after_and_recovers():
 
 
 def test_a_failing_forward_pass_is_a_500_and_the_server_stays_up():
-    calls = []
+    armed = []
     base = _model(upscaler=False)
 
     def flaky(z):
-        calls.append(1)
-        if len(calls) == 1:
+        if armed and armed.pop():
             raise RuntimeError("boom")
         return render(base.G, z, len(z))
 
     with TestClient(create_app(replace(base, render=flaky)), raise_server_exceptions=False) as c:
+        armed.append(True)  # the next forward pass fails (not the start-up warm-up)
         r = gen(c, seed=1)
         assert r.status_code == 500 and "RuntimeError" in r.json()["error"]
         assert gen(c, seed=1).status_code == 200 and c.get("/healthz").status_code == 200
@@ -496,3 +505,18 @@ def test_a_port_in_use_is_one_line():
             bind("127.0.0.1", sock.getsockname()[1])
     finally:
         sock.close()
+
+
+def test_upscale_jobs_beyond_the_limit_get_503_before_their_upload_is_read(monkeypatch):
+    import facegan.serve.app as serve_app
+
+    gate, real = threading.Event(), serve_app.upscale_image
+    monkeypatch.setattr(serve_app, "upscale_image", lambda G, img: (gate.wait(10), real(G, img))[1])
+    with TestClient(create_app(_model(), Limits(max_upscales=1))) as c, ThreadPoolExecutor(1) as pool:
+        first = pool.submit(c.post, "/v1/upscale", content=_photo(8, 8))
+        time.sleep(0.3)
+        r = c.post("/v1/upscale", content=_photo(8, 8))
+        assert r.status_code == 503 and r.headers["retry-after"] == "1" and "upscale" in r.json()["error"]
+        assert "facegan_upscales_in_flight 1" in c.get("/metrics").text
+        gate.set()
+        assert first.result(10).status_code == 200 and c.post("/v1/upscale", content=_photo(8, 8)).status_code == 200

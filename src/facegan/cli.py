@@ -341,6 +341,7 @@ def serve(
     max_wait_ms: float = typer.Option(Limits.max_wait_ms, "--max-wait-ms", help="How long a request waits for others to share its forward pass."),
     max_queue: int = typer.Option(Limits.max_queue, "--max-queue", help="Faces waiting for the generator before requests get 503."),
     max_upload_mb: float = typer.Option(Limits.max_upload_mb, "--max-upload-mb", help="Largest /v1/upscale upload, MiB."),
+    max_upscales: int = typer.Option(Limits.max_upscales, "--max-upscales", help="Upscale jobs running or waiting before 503 (each holds its image in memory)."),
     max_connections: int = typer.Option(1024, "--max-connections", help="Open connections before new ones get 503."),
 ) -> None:
     from facegan.serve.run import serve as run_serve
@@ -348,7 +349,7 @@ def serve(
     checks.integer("--port", port, 0, 65535)
     checks.integer("--max-connections", max_connections, 1, 1_000_000)
     limits = Limits(max_n=max_n, max_frames=max_frames, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
-                    max_upload_mb=max_upload_mb).check()
+                    max_upload_mb=max_upload_mb, max_upscales=max_upscales).check()
     run_serve(source, upscaler, host=host, port=port, runtime=runtime, device=device, limits=limits, api_key=api_key or None,
               cors_origins=tuple(cors_origin), max_connections=max_connections)
 

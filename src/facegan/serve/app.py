@@ -13,11 +13,13 @@ import io
 import json
 import logging
 import math
+import os
 import zipfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio.to_thread
 import numpy as np
 import torch
 from fastapi import FastAPI, HTTPException, Request
@@ -44,6 +46,7 @@ log = logging.getLogger("facegan.serve")
 MEDIA = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg", "gif": "image/gif", "mp4": "video/mp4",
          "zip": "application/zip"}
 RETRY_AFTER_S = 1
+WORKER_THREADS = max(4, 2 * (os.cpu_count() or 1))  # threads for encoding and uploads
 PNG_LEVEL = 1  # encoding at level 6 cost 2.3 ms per 64² face against G's ≈4 ms: the API's largest overhead
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed member dates: the same faces give the same zip bytes
 
@@ -66,7 +69,11 @@ def create_app(model: Model, limits: Limits = Limits(), api_key: str | None = No
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state["batcher"] = Batcher(model.render, limits.max_batch, limits.max_wait_ms / 1000, limits.max_queue, stats.batch)
+        # encoding threads beyond the cores only add malloc arenas (RSS) and contention: anyio's default is 40
+        anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
+        batcher = Batcher(model.render, limits.max_batch, limits.max_wait_ms / 1000, limits.max_queue, stats.batch)
+        await run_in_threadpool(batcher.warm_up, G.cfg.z_dim)
+        state["batcher"] = batcher
         try:
             yield
         finally:
@@ -116,18 +123,23 @@ def create_app(model: Model, limits: Limits = Limits(), api_key: str | None = No
     async def render(z: torch.Tensor) -> np.ndarray:
         return await asyncio.wrap_future(state["batcher"].submit(z))
 
-    async def enlarge(images: list[np.ndarray]) -> list[np.ndarray]:
-        """Images through the upscaler, one job at a time; 503 when max_upscales are already waiting."""
+    @asynccontextmanager
+    async def upscale_slot() -> AsyncIterator[None]:
+        """One of max_upscales places for an upscale job, taken before its upload is read: 503 when none is free."""
         if model.upscaler is None:
             raise HTTPException(400, "this server has no upscaler (start it with --upscaler SR_RUN)")
         if state["upscales"] >= limits.max_upscales:
             raise QueueFull(f"{state['upscales']} upscale jobs are in flight (at most {limits.max_upscales})")
         state["upscales"] += 1
         try:
-            async with upscale_lock:
-                return await run_in_threadpool(lambda: [upscale_image(model.upscaler, img) for img in images])
+            yield
         finally:
             state["upscales"] -= 1
+
+    async def enlarge(images: list[np.ndarray]) -> list[np.ndarray]:
+        """Images through the upscaler, one job at a time (inside an upscale_slot)."""
+        async with upscale_lock:
+            return await run_in_threadpool(lambda: [upscale_image(model.upscaler, img) for img in images])
 
     def headers(faces: list[tuple[int, int]] | None = None) -> dict[str, str]:
         h = {"X-Facegan-Model": model.sha256, "X-Facegan-Runtime": model.runtime}
@@ -166,7 +178,8 @@ def create_app(model: Model, limits: Limits = Limits(), api_key: str | None = No
         z = await run_in_threadpool(_latents, faces, G.cfg.z_dim, req.truncation)
         imgs = list(await render(z))
         if req.upscale:
-            imgs = await enlarge(imgs)
+            async with upscale_slot():
+                imgs = await enlarge(imgs)
         if req.as_ == "grid":
             body = await run_in_threadpool(lambda: encode(viz.grid(np.stack(imgs)), req.format))
             return Response(body, media_type=MEDIA[req.format], headers=headers(faces))
@@ -217,11 +230,10 @@ def create_app(model: Model, limits: Limits = Limits(), api_key: str | None = No
                                                      "properties": {"image": {"type": "string", "format": "binary"}}}}}}},
               responses={200: {"content": {"image/png": {}}}})
     async def upscale(request: Request) -> Response:
-        if model.upscaler is None:
-            raise HTTPException(400, "this server has no upscaler (start it with --upscaler SR_RUN)")
-        data = await _upload(request)
-        img = await run_in_threadpool(_decode_upload, data, model.upscaler.cfg.channels, model.upscaler.cfg.scale, limits)
-        (up,) = await enlarge([img])
+        async with upscale_slot():
+            data = await _upload(request)
+            img = await run_in_threadpool(_decode_upload, data, model.upscaler.cfg.channels, model.upscaler.cfg.scale, limits)
+            (up,) = await enlarge([img])
         return Response(await run_in_threadpool(encode, up, "png"), media_type="image/png", headers=headers())
 
     known = frozenset(r.path for r in app.routes)

@@ -9,6 +9,12 @@ generator and serves a bounded queue of jobs (a job: the latents of one request)
 3. render up to ``max_batch`` faces, taken from the head of the queue (a big job spans several
    passes), and hand each job its rows once all of them are done.
 
+A pass is padded (with zero latents, whose faces are dropped) to 1, 2, 4 or the next multiple of
+8, at most ``max_batch``: the generator then only ever sees a handful of batch shapes, so the memory that
+oneDNN and the allocator keep per shape is reached at start-up (:meth:`Batcher.warm_up`) instead
+of creeping up as new sizes appear — 1…64 distinct sizes cost 140 MB on dcgan64
+(docs/benchmarks.md). A face does not depend on its batch, so padding never changes one.
+
 The queue holds at most ``max_queue`` faces; :meth:`Batcher.submit` refuses more with
 :class:`QueueFull` at once (the service answers 503 with Retry-After), so memory is bounded
 whatever the load.
@@ -59,6 +65,16 @@ class Batcher:
     def depth(self) -> int:
         """Faces waiting to be rendered."""
         return self._waiting
+
+    def sizes(self) -> list[int]:
+        """The batch shapes a forward pass can have: 1, 2, 4, then multiples of 8, up to max_batch
+        (at most 7 padded faces per pass; 11 shapes for max_batch 64)."""
+        return sorted({s for s in (1, 2, 4, *range(8, self.max_batch, 8)) if s < self.max_batch} | {self.max_batch})
+
+    def warm_up(self, z_dim: int) -> None:
+        """Run every batch shape once (before serving): the first requests do not pay for it."""
+        for size in self.sizes():
+            self._render(torch.zeros(size, z_dim))
 
     @property
     def alive(self) -> bool:
@@ -122,14 +138,18 @@ class Batcher:
     def _loop(self) -> None:
         while (batch := self._take()) is not None:
             z = torch.cat([job.z[a:b] for job, a, b in batch])
+            n = len(z)
+            padded = next(size for size in self.sizes() if size >= n)
+            if padded > n:
+                z = torch.cat([z, z.new_zeros(padded - n, z.shape[1])])
             try:
-                faces = self._render(z)
+                faces = self._render(z)[:n]
             except BaseException as e:  # noqa: BLE001 - the requests in this batch fail, the server stays up
                 for job, _, _ in batch:
                     if not job.future.done():
                         job.future.set_exception(e)
                 continue
-            self._on_batch(len(z))
+            self._on_batch(n)
             at = 0
             for job, a, b in batch:
                 job.parts.append(faces[at : at + b - a])

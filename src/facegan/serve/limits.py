@@ -26,7 +26,7 @@ class Limits:
     max_upload_mb: float = 10.0  # /v1/upscale body, MiB
     max_upload_pixels: int = 4096 * 4096  # /v1/upscale image, pixels (checked before decoding)
     max_upscaled_pixels: int = 4096 * 4096  # the upscaled result, pixels
-    max_upscales: int = 4  # upscale jobs running or waiting before 503
+    max_upscales: int = 16  # upscale jobs running or waiting before 503 (each holds its upload and image)
 
     def check(self) -> "Limits":
         """A one-line error for any bound that makes no sense, before a model is loaded."""
