@@ -142,9 +142,13 @@ def test_zip_holds_one_file_per_face_and_a_manifest(client, model):
     assert gen(client, seed=4, n=3, **{"as": "zip"}).content == r.content  # the same faces, the same zip bytes
 
 
-def test_upscaled_faces_are_scale_times_larger(client):
-    j = gen(client, seed=1, n=2, upscale=True).json()
-    assert j["width"] == 32 and _png(j["faces"][0]["image"]).shape == (32, 32, 3)
+def test_upscaled_faces_are_the_cli_pipelines_faces(client, model):
+    j = gen(client, seed=1, n=3, upscale=True).json()
+    assert j["width"] == 32
+    want = sample_faces(model.G, 3, seed=1, upscaler=model.upscaler)  # `generate --upscale`, pixel for pixel
+    assert np.array_equal(np.stack([_png(f["image"]) for f in j["faces"]]), want)
+    (one,) = gen(client, seed=1, start=2, n=1, upscale=True).json()["faces"]
+    assert np.array_equal(_png(one["image"]), want[2])
 
 
 @pytest.mark.parametrize("body,where", [
