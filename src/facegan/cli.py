@@ -488,6 +488,47 @@ def interpolate(
 
 
 @app.command()
+def project(
+    photo: Path = typer.Argument(..., help="A photo of a face (framed as the training data: --crop)."),
+    model: Path = typer.Option(..., "--model", "-m", help="Run folder, checkpoint file or model folder whose latent space to search."),
+    steps: int = typer.Option(300, "--steps", help="Optimisation steps."),
+    starts: int = typer.Option(8, "--starts", help="Random starting latents, optimised together; the best one wins."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the starting latents and the search noise."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: MODEL/projections/PHOTO_NAME)."),
+    crop: str = typer.Option("center", "--crop", help="How the photo is framed before resizing to the model's size: center, celeba, none."),
+    features: bool = typer.Option(True, "--features/--no-features", help="Use the Inception feature term (needs the FID weights of facegan[metrics])."),
+    device: str = typer.Option("auto", "--device", help="auto (cuda → mps → cpu), cpu, cuda, mps."),
+    use_ema: bool = typer.Option(True, "--ema/--no-ema", help="Search the EMA generator when the run has one."),
+) -> None:
+    """Find the latent whose face best matches a photo's face (GAN inversion), and say how close it got."""
+    from facegan import project as proj
+    from facegan import sample
+    from facegan.data.images import CROPS
+    from facegan.device import pick_device
+
+    checks.integer("--steps", steps, 1, 100_000)
+    checks.integer("--starts", starts, 1, 1024)
+    checks.seed("--seed", seed)
+    if crop not in CROPS:
+        raise FaceganError(f"--crop must be one of {', '.join(CROPS)}, not {crop!r}")
+    folder = checks.output_dir("--out", out or sample.home(model) / "projections" / photo.stem)
+    G = sample.load_generator(model, device=pick_device(device), ema=use_ema)
+    target = proj.target_from_photo(photo, G.cfg.res, G.cfg.channels, crop)
+    result = proj.project(G, target, steps=steps, starts=starts, seed=seed, weights=None if features else {"feature": 0.0})
+    d = proj.distance(result.face, result.target)
+    scale, about = proj.training_scale(model, G.cfg.res, G.cfg.channels)
+    meta = {"photo": str(photo), "model": str(model), "steps": steps, "starts": starts, "seed": seed, "start": result.start,
+            "crop": crop, "loss": result.losses[-1]["loss"], "distance": d, "nn_scale": scale}
+    proj.write(result, folder, meta)
+    typer.echo(f"wrote {folder}: fitted.png, target.png, latent.safetensors, loss.png, progress.gif (start {result.start} of {starts} won)")
+    if scale is None:
+        typer.echo(f"distance to the photo {d:.0f} (32² pixel space); no scale to compare: {about}")
+    else:
+        typer.echo(f"distance to the photo {d:.0f} (32² pixel space) — {d / scale:.2f}× the median distance between a training "
+                   f"face and its nearest other training face ({scale:.0f}, {about})")
+
+
+@app.command()
 def report(
     run: Path = typer.Argument(..., help="Run folder."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML file to write (default: RUN/report.html)."),

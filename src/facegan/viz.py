@@ -187,14 +187,19 @@ def loss_curve(records: list[dict], path: str | Path, size: tuple[int, int] = (7
     return Path(path)
 
 
-def loss_curve_image(records: list[dict], size: tuple[int, int] = (720, 360)) -> Image.Image:
-    """The :func:`loss_curve` picture itself (the report embeds it without writing a file)."""
+TRAINING_SERIES = {"loss_D": (214, 39, 40), "loss_G": (31, 119, 180)}
+
+
+def loss_curve_image(records: list[dict], size: tuple[int, int] = (720, 360),
+                     series: dict[str, tuple[int, int, int]] = TRAINING_SERIES, x: str = "images") -> Image.Image:
+    """The :func:`loss_curve` picture itself (the report embeds it without writing a file); ``series``
+    (key → colour) against ``x`` draws other curves, e.g. a projection's loss against its steps."""
     W, H = size
     left, right, top, bottom = 56, 16, 16, 36
     img = Image.new("RGB", size, "white")
     d = ImageDraw.Draw(img)
-    series = {"loss_D": (214, 39, 40), "loss_G": (31, 119, 180)}
-    xs = [r["images"] for r in records]
+    x_key = x
+    xs = [r[x_key] for r in records]
     ys = [r[k] for r in records for k in series if math.isfinite(r.get(k, math.nan))]
     d.rectangle([left, top, W - right, H - bottom], outline="black")
     if len(xs) >= 2 and ys:
@@ -203,14 +208,14 @@ def loss_curve_image(records: list[dict], size: tuple[int, int] = (720, 360)) ->
         px = lambda x: left + (x - x0) / max(x1 - x0, 1e-9) * (W - left - right)  # noqa: E731
         py = lambda y: H - bottom - (y - y0) / max(y1 - y0, 1e-9) * (H - top - bottom)  # noqa: E731
         for k, colour in series.items():
-            pts = [(px(r["images"]), py(r[k])) for r in records if math.isfinite(r.get(k, math.nan))]
+            pts = [(px(r[x_key]), py(r[k])) for r in records if math.isfinite(r.get(k, math.nan))]
             if len(pts) >= 2:
                 d.line(pts, fill=colour, width=2)
         for t in range(5):
             yv = y0 + (y1 - y0) * t / 4
             d.text((4, py(yv) - 6), f"{yv:.2f}", fill="black")
         d.text((left, H - bottom + 6), f"{x0:,}", fill="black")
-        d.text((W - right - 90, H - bottom + 6), f"{x1:,} images", fill="black")
+        d.text((W - right - 90, H - bottom + 6), f"{x1:,} {x_key}", fill="black")
     for i, (k, colour) in enumerate(series.items()):
         d.line([(W - right - 110, top + 12 + 14 * i), (W - right - 90, top + 12 + 14 * i)], fill=colour, width=3)
         d.text((W - right - 84, top + 6 + 14 * i), k, fill="black")
