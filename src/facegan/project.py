@@ -81,7 +81,9 @@ def project(G: Generator, target: np.ndarray, steps: int = 300, starts: int = 8,
     device = next(G.parameters()).device
     G = G.eval().requires_grad_(False)
     if w["feature"] > 0 and features is None:
-        features = feature_net(device)
+        from facegan.metrics.inception import InceptionFeatures
+
+        features = InceptionFeatures(device=device).stem()  # needs the FID weights of the metrics extra
     t = torch.from_numpy(np.array(target)).to(device).permute(2, 0, 1)[None].float() / 127.5 - 1
     t_low = F.adaptive_avg_pool2d(t, max(1, res // 4))
     t_feat = features(_rgb(t)) if w["feature"] > 0 else None
@@ -91,7 +93,16 @@ def project(G: Generator, target: np.ndarray, steps: int = 300, starts: int = 8,
     gen = torch.Generator(device="cpu").manual_seed(seed + 1)
     every = max(1, steps // FRAMES)
     history: list[list[dict[str, float]]] = [[] for _ in range(starts)]
-    frames: list[list[np.ndarray]] = [[] for _ in range(starts)]
+    snapshots: list[torch.Tensor] = []  # every start's latent as the video saw it; the winner's frames are drawn at the end
+
+    def terms_of(x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each start's distance terms to the target (the loss without the prior)."""
+        out = {"pixel": (x - t).pow(2).mean((1, 2, 3)),
+               "lowres": (F.adaptive_avg_pool2d(x, t_low.shape[-1]) - t_low).pow(2).mean((1, 2, 3))}
+        if t_feat is not None:
+            out["feature"] = (features(_rgb(x)) - t_feat).pow(2).mean((1, 2, 3))
+        return out
+
     for step in tqdm(range(steps), unit="step", disable=not progress, dynamic_ncols=True):
         # learning rate: ramp up over 5 %, cosine down over the last 25 %; latent noise fading out by 75 %
         u = step / steps
@@ -100,12 +111,7 @@ def project(G: Generator, target: np.ndarray, steps: int = 300, starts: int = 8,
             group["lr"] = max(rate, lr * 1e-3)
         noise = 0.05 * max(0.0, 1 - u / 0.75) ** 2
         zn = z + noise * torch.randn(z.shape, generator=gen).to(device)
-        x = G(zn)
-        terms = {"pixel": (x - t).pow(2).mean((1, 2, 3)),
-                 "lowres": (F.adaptive_avg_pool2d(x, t_low.shape[-1]) - t_low).pow(2).mean((1, 2, 3)),
-                 "prior": (z.pow(2).mean(1) - 1).pow(2)}
-        if t_feat is not None:
-            terms["feature"] = (features(_rgb(x)) - t_feat).pow(2).mean((1, 2, 3))
+        terms = {**terms_of(G(zn)), "prior": (z.pow(2).mean(1) - 1).pow(2)}
         loss = sum(w[k] * v for k, v in terms.items())
         opt.zero_grad(set_to_none=True)
         loss.sum().backward()
@@ -114,27 +120,15 @@ def project(G: Generator, target: np.ndarray, steps: int = 300, starts: int = 8,
         for i in range(starts):
             history[i].append({"step": step, **{k: float(v[i]) for k, v in values.items()}})
         if step % every == 0 or step == steps - 1:
-            snap = to_uint8(x.detach())
-            for i in range(starts):
-                frames[i].append(np.concatenate([target, snap[i]], axis=1))
-    with torch.no_grad():  # the winner by the loss without the search noise
+            snapshots.append(zn.detach().clone())
+    with torch.no_grad():  # the winner by the distance terms, without the search noise
         x = G(z)
-        final = w["pixel"] * (x - t).pow(2).mean((1, 2, 3)) + w["lowres"] * (
-            F.adaptive_avg_pool2d(x, t_low.shape[-1]) - t_low).pow(2).mean((1, 2, 3))
-        if t_feat is not None:
-            final = final + w["feature"] * (features(_rgb(x)) - t_feat).pow(2).mean((1, 2, 3))
-        best = int(final.argmin())
+        best = int(sum(w[k] * v for k, v in terms_of(x).items()).argmin())
         face = to_uint8(x[best:best + 1])[0]
-    frames[best].append(np.concatenate([target, face], axis=1))
+        fits = to_uint8(G(torch.stack([zs[best] for zs in snapshots])))
+    frames = [np.concatenate([target, f], axis=1) for f in (*fits, face)]
     return Projection(z=z[best].detach().cpu(), face=face, target=np.array(target), start=best, losses=history[best],
-                      frames=frames[best])
-
-
-def feature_net(device: torch.device) -> torch.nn.Module:
-    """The frozen FID Inception stem (needs the Inception weights of the metrics extra)."""
-    from facegan.metrics.inception import InceptionFeatures
-
-    return InceptionFeatures(device=device).stem()
+                      frames=frames)
 
 
 FEATURE_MIN_RES = 64  # the Inception stem's strided convolutions and pooling need this much input
@@ -170,21 +164,18 @@ def write(p: Projection, out: str | Path, meta: dict[str, object], fps: float = 
     progress.gif (+ progress.mp4 with the video extra) into ``out``; returns the files."""
     import json
 
-    from safetensors.torch import save_file
-
-    from facegan.fileio import atomic_path, write_text_atomic
+    from facegan.checkpoint import write_atomic
+    from facegan.fileio import write_text_atomic
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files = [viz.save_image(p.face, out / "fitted.png"), viz.save_image(p.target, out / "target.png")]
-    with atomic_path(out / "latent.safetensors") as tmp:
-        save_file({"z": p.z[None].contiguous()}, str(tmp), metadata={"facegan": json.dumps(meta)})
+    write_atomic(out / "latent.safetensors", {"z": p.z[None]}, meta)  # streamed, fsynced, renamed; meta under "facegan"
     files.append(out / "latent.safetensors")
     files.append(write_text_atomic(out / "loss.json", json.dumps(p.losses)))
     series = {"loss": (31, 119, 180), "pixel": (214, 39, 40), "lowres": (44, 160, 44), "feature": (148, 103, 189)}
-    with atomic_path(out / "loss.png") as tmp:
-        viz.loss_curve_image(p.losses, series={k: v for k, v in series.items() if k in p.losses[0]}, x="step").save(tmp, format="PNG")
-    files.append(out / "loss.png")
+    files.append(viz.loss_curve(p.losses, out / "loss.png", series={k: v for k, v in series.items() if k in p.losses[0]},
+                                x_key="step"))
     frames = [viz.to_pil(f) for f in p.frames]
     files.append(viz.save_animation(frames, out / "progress.gif", fps, hold_last_s=1.0))
     if viz.video_available():

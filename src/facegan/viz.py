@@ -180,25 +180,25 @@ def _is_record(rec: object) -> bool:
             and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rec.values()))
 
 
-def loss_curve(records: list[dict], path: str | Path, size: tuple[int, int] = (720, 360)) -> Path:
-    """Plot loss_D and loss_G against images seen, as a PNG with axes and a legend."""
-    with atomic_path(Path(path)) as tmp:
-        loss_curve_image(records, size).save(tmp, format="PNG")
-    return Path(path)
-
-
 TRAINING_SERIES = {"loss_D": (214, 39, 40), "loss_G": (31, 119, 180)}
 
 
+def loss_curve(records: list[dict], path: str | Path, size: tuple[int, int] = (720, 360),
+               series: dict[str, tuple[int, int, int]] | None = None, x_key: str = "images") -> Path:
+    """Plot loss_D and loss_G (or ``series``) against images seen (or ``x_key``), as a PNG with axes and a legend."""
+    with atomic_path(Path(path)) as tmp:
+        loss_curve_image(records, size, series or TRAINING_SERIES, x_key).save(tmp, format="PNG")
+    return Path(path)
+
+
 def loss_curve_image(records: list[dict], size: tuple[int, int] = (720, 360),
-                     series: dict[str, tuple[int, int, int]] = TRAINING_SERIES, x: str = "images") -> Image.Image:
+                     series: dict[str, tuple[int, int, int]] = TRAINING_SERIES, x_key: str = "images") -> Image.Image:
     """The :func:`loss_curve` picture itself (the report embeds it without writing a file); ``series``
-    (key → colour) against ``x`` draws other curves, e.g. a projection's loss against its steps."""
+    (key → colour) against ``x_key`` draws other curves, e.g. a projection's loss against its steps."""
     W, H = size
     left, right, top, bottom = 56, 16, 16, 36
     img = Image.new("RGB", size, "white")
     d = ImageDraw.Draw(img)
-    x_key = x
     xs = [r[x_key] for r in records]
     ys = [r[k] for r in records for k in series if math.isfinite(r.get(k, math.nan))]
     d.rectangle([left, top, W - right, H - bottom], outline="black")
