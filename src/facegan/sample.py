@@ -53,6 +53,11 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu", ema: bo
     return G.to(device, memory_format=torch.channels_last).eval()
 
 
+def face_file(seed: int, index: int, ext: str = "png") -> str:
+    """The file name of face (seed, index) wherever faces are written one per file (folders, zips)."""
+    return f"seed{seed}-{index:06d}.{ext}"
+
+
 def home(source: str | Path) -> Path:
     """Where a command's default outputs go: the run folder of a run or checkpoint, or the model folder."""
     from facegan import export
@@ -81,7 +86,7 @@ def generate(G: Generator, out_dir: str | Path, n: int, seed: int = 0, start: in
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     sweep_stale(out)  # the PNGs below are written without a sweep each (durable=False)
-    names = [f"seed{seed}-{start + k:06d}.png" for k in range(n)]
+    names = [face_file(seed, start + k) for k in range(n)]
     mine = list(range(0, n, batch_size))[rank::world]
     on_cpu = next(G.parameters()).device.type == "cpu"
 

@@ -31,7 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from facegan import viz
 from facegan.data.images import BadImage, decode_image
 from facegan.errors import FaceganError
-from facegan.sample import strip_latents, truncated_latents, walk_latents
+from facegan.sample import STRIP_MAX, face_file, strip_latents, truncated_latents, walk_latents
 from facegan.serve import pages
 from facegan.serve.batcher import Batcher, QueueFull
 from facegan.serve.engine import Model
@@ -209,7 +209,7 @@ def create_app(model: Model, limits: Limits = Limits(), api_key: str | None = No
         ends = req.waypoints()
         linear = req.mode == "linear"
         if req.format == "png":
-            per_row = min(req.frames, 10)
+            per_row = min(req.frames, STRIP_MAX)
             z = strip_latents(G.cfg.z_dim, ends, per_row, linear, req.loop, req.truncation)
         else:
             z = walk_latents(G.cfg.z_dim, ends, req.frames, linear, req.loop, req.truncation)
@@ -274,7 +274,7 @@ def _latents(faces: list[tuple[int, int]], z_dim: int, truncation: float | None)
 
 
 def _name(seed: int, index: int, fmt: str) -> str:
-    return f"seed{seed}-{index:06d}.{'jpg' if fmt == 'jpeg' else fmt}"
+    return face_file(seed, index, "jpg" if fmt == "jpeg" else fmt)
 
 
 def _zip(files: list[tuple[str, bytes]], manifest: dict[str, Any]) -> bytes:
