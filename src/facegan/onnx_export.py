@@ -32,3 +32,19 @@ def save_onnx(net: torch.nn.Module, example: torch.Tensor, path: Path, input_nam
         quiet.setLevel(level)
     with atomic_path(path) as tmp:
         program.save(str(tmp))
+
+
+def cpu_session(path: Path, spinning: bool = True):  # -> onnxruntime.InferenceSession
+    """An ONNX Runtime CPU session on torch's thread count (OMP_NUM_THREADS / torch.set_num_threads).
+
+    ``spinning=False`` lets idle worker threads sleep, for a process that does other CPU work
+    between runs (the service encodes images between forward passes).
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -22,7 +22,7 @@ import torch
 from facegan.data.prepare import default_cache_dir
 from facegan.errors import FaceganError
 from facegan.metrics.inception_net import InceptionV3
-from facegan.onnx_export import save_onnx
+from facegan.onnx_export import cpu_session, save_onnx
 
 MISSING = "the onnxruntime Inception backend needs: pip install 'facegan[onnx]' (onnxruntime and onnxscript)"
 
@@ -55,12 +55,7 @@ class OnnxInception:
     def __init__(self, net: InceptionV3, cache_dir: str | Path | None = None) -> None:
         if not available():
             raise FaceganError(MISSING)
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()  # honour OMP_NUM_THREADS / torch.set_num_threads
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(model_path(net, cache_dir)), options, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(model_path(net, cache_dir))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         (features,) = self.session.run(None, {"x": np.ascontiguousarray(x.cpu().numpy())})

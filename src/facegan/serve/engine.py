@@ -28,6 +28,7 @@ from facegan import checkpoint, export
 from facegan.errors import FaceganError
 from facegan.models.dcgan import Generator, to_uint8
 from facegan.models.srresnet import SRGenerator
+from facegan.onnx_export import cpu_session
 from facegan.sample import load_generator, render
 from facegan.upscale import load_upscaler
 
@@ -90,7 +91,7 @@ def load_model(source: str | Path, upscaler: str | Path | None = None, runtime: 
 def _use_onnx(model: Model, source: str | Path) -> None:
     """Render through ONNX Runtime: the model folder's model.onnx, or one exported now to a temporary folder."""
     try:
-        import onnxruntime as ort
+        import onnxruntime  # noqa: F401
     except ImportError:
         raise FaceganError("--runtime onnx needs: pip install 'facegan[onnx]' (onnxruntime and onnxscript)") from None
     path = Path(source) / export.ONNX if export.is_model_folder(source) else None
@@ -99,13 +100,8 @@ def _use_onnx(model: Model, source: str | Path) -> None:
         model._cleanup.append(lambda: shutil.rmtree(tmp, ignore_errors=True))
         path = tmp / export.ONNX
         export.export_onnx(model.G, path)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = torch.get_num_threads()
-    opts.inter_op_num_threads = 1
-    # idle ORT threads sleep instead of spinning: the service encodes images on the same cores between passes
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    try:
-        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    try:  # idle ORT threads sleep: the service encodes images on the same cores between passes
+        session = cpu_session(path, spinning=False)
     except Exception as e:  # noqa: BLE001 - ORT raises its own exception types for a bad file
         raise FaceganError(f"{path} is not a model ONNX Runtime can load ({type(e).__name__}: {str(e)[:200]})") from None
     name = session.get_inputs()[0].name
