@@ -44,6 +44,14 @@ def test_trace_sqrt_of_low_rank_covariances_is_nuclear_norm_of_cross_product():
     assert trace == pytest.approx(nuclear, rel=1e-10)  # unrounded noise eigenvalues: ~3e-8 off
 
 
+@pytest.mark.parametrize("n_real, n_fake", [(40, 50), (128, 3), (300, 200)], ids=["N<D", "N=D", "N>D"])
+def test_fid_from_features_equals_fid_from_statistics(n_real, n_fake):
+    x, y = gaussian(n_real, 128, seed=0), gaussian(n_fake, 128, seed=1, shift=0.2) * 1.5
+    expected = fid.frechet_distance(*fid.stats(x), *fid.stats(y))
+    assert fid.fid_of_features(x, y) == pytest.approx(expected, rel=1e-9)
+    assert metrics.compute(["fid"], metrics.MetricInput(real=x, fake=y))["fid"] == fid.fid_of_features(x, y)
+
+
 def test_fid_grows_monotonically_with_corruption():
     x = gaussian(1000, 32, seed=0)
     noise = gaussian(1000, 32, seed=1)

@@ -106,22 +106,23 @@ def test_train_with_ema_killed_at_random_moments_resumes_bit_exact(tmp_path):
     assert p.returncode == 0, p.stderr
     rng = random.Random(1)
     run = tmp_path / "run"
-    kills = 0  # kills of a run that already had a checkpoint (earlier ones only restart it)
-    for _ in range(8):  # the first checkpoint takes ≈3 s to appear here, longer on a loaded machine
-        resume = bool(checkpoint.list_checkpoints(run))
-        args = ["train", "--resume", run, "--max-images", 16 * 40, "--no-progress"] if resume else _train_args(run)
+    kills = 0
+    for _ in range(2):  # each process is killed at a random moment after it wrote a checkpoint of its own
+        before = len(checkpoint.list_checkpoints(run))
+        args = ["train", "--resume", run, "--max-images", 16 * 40, "--no-progress"] if before else _train_args(run)
         proc = _start(*args)
-        time.sleep(rng.uniform(1.0, 4.0))
+        deadline = time.time() + 120  # the first checkpoint takes ≈3 s here, far longer on a loaded machine
+        while time.time() < deadline and proc.poll() is None and len(checkpoint.list_checkpoints(run)) <= before:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 1.0))  # somewhere in the steps (or the write) after it
         if proc.poll() is not None:
             break
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        kills += resume
+        kills += 1
         for ck in checkpoint.list_checkpoints(run):  # every checkpoint left behind is whole
             checkpoint.load(ck)
-        if kills >= 2:
-            break
-    assert kills >= 1
+    assert kills >= 1, proc.stderr.read()
     p = _run("train", "--resume", run, "--max-images", 16 * 40, "--no-progress")
     assert p.returncode == 0, p.stderr
     a = load_file(str(checkpoint.list_checkpoints(ref)[-1]))

@@ -7,6 +7,11 @@ Tr sqrtm(Σ1 Σ2) = Σ √λᵢ(S Σ2 S). Two symmetric eigendecompositions (``e
 general ``sqrtm``: they are faster, never produce complex parts, and stay defined when the
 covariances are singular (fewer samples than dimensions), where pytorch-fid has to add an
 ε·I offset and retry.
+
+From features rather than statistics, and with fewer images than dimensions (the in-training
+FID, a quick ``evaluate -n 1000``), a cheaper exact route exists: with centred features A, B
+scaled by 1/√(N−1), Σ1 = AᵀA and Σ2 = BᵀB, so Tr sqrtm(Σ1 Σ2) is the sum of the singular values
+of the small N1×N2 matrix ABᵀ. It skips both 2048² eigendecompositions (4 s on two CPU cores).
 """
 
 from __future__ import annotations
@@ -27,10 +32,14 @@ def stats(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     float64 because FID subtracts traces of order 10²–10³ to get values that may be ≲ 1;
     float32 covariances would lose the answer's leading digits.
     """
+    x = _checked(feats)
+    return x.mean(axis=0), np.cov(x, rowvar=False)
+
+
+def _checked(feats: np.ndarray) -> np.ndarray:
     if len(feats) < 2:
         raise FaceganError(f"FID needs at least 2 images per set, got {len(feats)}")
-    x = np.asarray(feats, np.float64)
-    return x.mean(axis=0), np.cov(x, rowvar=False)
+    return np.asarray(feats, np.float64)
 
 
 def _without_noise(w: np.ndarray) -> np.ndarray:
@@ -59,5 +68,21 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_sqrt_product(sigma1, sigma2))
 
 
+def _scaled_centred(feats: np.ndarray) -> np.ndarray:
+    """Features A with AᵀA the unbiased covariance (the rows of ``stats``' Σ before the product)."""
+    x = _checked(feats)
+    return (x - x.mean(axis=0)) / np.sqrt(len(x) - 1)
+
+
+def fid_of_features(real: np.ndarray, fake: np.ndarray) -> float:
+    """FID of two (N, D) feature sets; through the N1×N2 cross product when both N ≤ D."""
+    if max(len(real), len(fake)) > np.shape(real)[1]:
+        return frechet_distance(*stats(real), *stats(fake))
+    a, b = _scaled_centred(real), _scaled_centred(fake)
+    diff = _checked(real).mean(axis=0) - _checked(fake).mean(axis=0)
+    nuclear = np.linalg.svd(a @ b.T, compute_uv=False).sum()
+    return float(diff @ diff + (a * a).sum() + (b * b).sum() - 2.0 * nuclear)
+
+
 def compute(inp: MetricInput) -> dict[str, float]:
-    return {"fid": frechet_distance(*stats(inp.real), *stats(inp.fake))}
+    return {"fid": fid_of_features(inp.real, inp.fake)}
