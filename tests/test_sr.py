@@ -21,7 +21,7 @@ from facegan.train.loop import train
 from facegan.train.sr import Weights, degrade, split, sr_step, train_sr
 from facegan.upscale import evaluate_heldout, load_upscaler
 
-from test_cli import _one_error_line, facegan
+from test_cli import _one_error_line, facegan, facegan_refusal
 
 SMALL = SRConfig(scale=4, width=8, blocks=2, d_width=8)
 
@@ -249,7 +249,7 @@ def test_bad_sr_input_gives_one_line_and_exit_2(trained, tmp_path, args, needle)
     (tmp_path / "in").mkdir()
     (tmp_path / "empty").mkdir()
     Image.new("RGB", (8, 8)).save(tmp_path / "in" / "x.png")
-    p = facegan(*[a.format(tmp=tmp_path, sr=sr_run, gan=gan_run) for a in args])
+    p = facegan_refusal(*[a.format(tmp=tmp_path, sr=sr_run, gan=gan_run) for a in args])
     assert p.returncode == 2, (p.stdout, p.stderr)
     assert needle in _one_error_line(p)
     assert not (tmp_path / "o").exists() and not (tmp_path / "r").exists()
@@ -260,7 +260,7 @@ def test_upscale_of_only_broken_files_fails(trained, tmp_path):
     sr_run, _ = trained
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "x.jpg").write_bytes(b"\xff\xd8 truncated")
-    p = facegan("upscale", str(tmp_path / "in"), "--model", str(sr_run), "--out", str(tmp_path / "o"))
+    p = facegan_refusal("upscale", str(tmp_path / "in"), "--model", str(sr_run), "--out", str(tmp_path / "o"))
     assert p.returncode == 2 and "x.jpg" in p.stderr and "nothing upscaled" in p.stderr
 
 
