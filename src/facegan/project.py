@@ -64,11 +64,13 @@ def target_from_photo(photo: str | Path, res: int, channels: int = 3, crop: str 
 
 def project(G: Generator, target: np.ndarray, steps: int = 300, starts: int = 8, seed: int = 0, lr: float = 0.05,
             features: torch.nn.Module | None = None, weights: dict[str, float] | None = None,
-            progress: bool = True) -> Projection:
+            progress: bool = True, init: torch.Tensor | None = None, frames: bool = True) -> Projection:
     """Find the latent whose face best matches ``target`` (uint8 (res, res, C) at G's size).
 
     ``features`` is the frozen network of the feature term (default: the FID Inception stem);
-    ``weights={"feature": 0}`` runs without it. Deterministic for a seed on one machine.
+    ``weights={"feature": 0}`` runs without it. ``init`` (k, z_dim) starts the search from those
+    latents instead of ``starts`` random ones (a video's face, warm-started from the last frame's
+    fit); ``frames=False`` skips the video snapshots. Deterministic for a seed on one machine.
     """
     from tqdm import tqdm
 
@@ -88,7 +90,9 @@ def project(G: Generator, target: np.ndarray, steps: int = 300, starts: int = 8,
     t_low = F.adaptive_avg_pool2d(t, max(1, res // 4))
     t_feat = features(_rgb(t)) if w["feature"] > 0 else None
 
-    z = latents(starts, G.cfg.z_dim, seed).to(device).requires_grad_(True)
+    z0 = latents(starts, G.cfg.z_dim, seed) if init is None else init.detach().reshape(-1, G.cfg.z_dim).cpu()
+    starts = len(z0)
+    z = z0.to(device).requires_grad_(True)
     opt = torch.optim.Adam([z], lr=lr, betas=(0.9, 0.999))
     gen = torch.Generator(device="cpu").manual_seed(seed + 1)
     every = max(1, steps // FRAMES)
@@ -119,16 +123,16 @@ def project(G: Generator, target: np.ndarray, steps: int = 300, starts: int = 8,
         values = {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}}
         for i in range(starts):
             history[i].append({"step": step, **{k: float(v[i]) for k, v in values.items()}})
-        if step % every == 0 or step == steps - 1:
+        if frames and (step % every == 0 or step == steps - 1):
             snapshots.append(zn.detach().clone())
     with torch.no_grad():  # the winner by the distance terms, without the search noise
         x = G(z)
         best = int(sum(w[k] * v for k, v in terms_of(x).items()).argmin())
         face = to_uint8(x[best:best + 1])[0]
-        fits = to_uint8(G(torch.stack([zs[best] for zs in snapshots])))
-    frames = [np.concatenate([target, f], axis=1) for f in (*fits, face)]
+        fits = to_uint8(G(torch.stack([zs[best] for zs in snapshots]))) if snapshots else []
+    video = [np.concatenate([target, f], axis=1) for f in (*fits, face)]
     return Projection(z=z[best].detach().cpu(), face=face, target=np.array(target), start=best, losses=history[best],
-                      frames=frames)
+                      frames=video)
 
 
 FEATURE_MIN_RES = 64  # the Inception stem's strided convolutions and pooling need this much input
