@@ -50,7 +50,7 @@ def _one_error_line(p: subprocess.CompletedProcess) -> str:
 def test_help_lists_commands_and_options():
     p = facegan("--help")
     assert p.returncode == 0
-    for cmd in ("presets", "prepare", "train", "generate", "train-sr", "upscale", "interpolate", "report"):
+    for cmd in ("presets", "prepare", "train", "generate", "train-sr", "upscale", "interpolate", "report", "project", "anonymize"):
         assert cmd in p.stdout
     p = facegan("train", "--help")
     assert p.returncode == 0
