@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+import wave
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from PIL import Image
 from facegan.data.procedural import render_faces
 from facegan.errors import FaceganError
 
-from test_cli import _one_error_line, facegan_refusal
+from test_cli import _one_error_line, facegan_in_process
 
 cv2 = pytest.importorskip("cv2", reason="the anonymize extra is not installed (pip install 'facegan[anonymize]')")
 pytest.importorskip("dlib", reason="the anonymize extra is not installed (pip install 'facegan[anonymize]')")
@@ -24,6 +25,7 @@ pytest.importorskip("dlib", reason="the anonymize extra is not installed (pip in
 from facegan.anonymize import align, detect, obscure  # noqa: E402
 from facegan.anonymize.batch import anonymize_path, build  # noqa: E402
 from facegan.anonymize.detect import Face  # noqa: E402
+from facegan.anonymize.pipeline import Anonymizer  # noqa: E402
 from facegan.anonymize.video import Tracker, anonymize_video  # noqa: E402
 
 W, H = 320, 240
@@ -146,7 +148,7 @@ def test_replace_paints_a_new_face_and_the_audit_says_how(portraits, model, tmp_
 def test_same_seed_same_bytes_other_seed_other_face(portraits, model):
     img = scene(portraits)
     runs = []
-    anon, _ = build(model, mode="replace", steps=6, starts=2)
+    anon, _ = build(model, mode="replace", steps=6, starts=2, template=align.DEFAULT_TEMPLATE)
     anon.verify = False  # compare the replacements themselves
     for seed in (5, 5, 6):
         anon.seed = seed
@@ -160,7 +162,7 @@ def test_same_seed_same_bytes_other_seed_other_face(portraits, model):
 @pytest.mark.slow
 def test_fail_closed_when_replacement_breaks(portraits, model):
     img = scene(portraits)
-    anon, _ = build(model, seed=0, steps=4, starts=1)
+    anon, _ = build(model, seed=0, steps=4, starts=1, template=align.DEFAULT_TEMPLATE)
 
     def broken(*a, **k):
         raise RuntimeError("out of memory")
@@ -185,20 +187,25 @@ def test_tracker_keeps_one_identity_per_person():
 @pytest.mark.slow
 def test_video_round_trip_keeps_size_frames_and_identity(portraits, model, tmp_path):
     ffmpeg = pytest.importorskip("imageio_ffmpeg")
-    src = tmp_path / "clip.mp4"
+    src, wav = tmp_path / "clip.mp4", tmp_path / "tone.wav"
+    with wave.open(str(wav), "wb") as tone:  # 0.6 s of 440 Hz: the clip's sound track
+        tone.setnchannels(1), tone.setsampwidth(2), tone.setframerate(16000)
+        tone.writeframes((np.sin(np.arange(9600) * 2 * np.pi * 440 / 16000) * 8000).astype("<i2").tobytes())
     frames = [scene(portraits, shift=2 * k) for k in range(6)]
-    w = ffmpeg.write_frames(str(src), (W, H), fps=10, macro_block_size=2, output_params=["-crf", "10"])
+    w = ffmpeg.write_frames(str(src), (W, H), fps=10, macro_block_size=2, output_params=["-crf", "10"],
+                            audio_path=str(wav), audio_codec="aac")
     w.send(None)
     for f in frames:
         w.send(f)
     w.close()
-    anon, _ = build(model, mode="replace", seed=2, steps=4, starts=1)
+    anon, _ = build(model, mode="replace", seed=2, steps=4, starts=1, template=align.DEFAULT_TEMPLATE)
     anon.verify = False  # the identity check has its own test; here: tracking
     records, n = anonymize_video(anon, src, tmp_path / "out.mp4", progress=False)
     reader = ffmpeg.read_frames(str(tmp_path / "out.mp4"))
     meta = next(reader)
     out = [np.frombuffer(r, np.uint8).reshape(H, W, 3) for r in reader]
     assert n == len(out) == 6 and tuple(meta["size"]) == (W, H)
+    assert meta.get("audio_codec"), meta  # the sound track came through
     tracks: dict[int, list] = {}
     for r in records:
         tracks.setdefault(r.track, []).append(r)
@@ -214,7 +221,7 @@ def test_zero_faces_bad_files_and_huge_images_are_clean(tmp_path, model):
     (tmp_path / "in").mkdir()
     Image.new("RGB", (64, 48), (90, 120, 200)).save(tmp_path / "in" / "sky.jpg")
     (tmp_path / "in" / "notes.png").write_bytes(b"not an image")
-    p = facegan_refusal("anonymize", tmp_path / "in", "--model", model, "--out", tmp_path / "out", "--steps", "2")
+    p = facegan_in_process("anonymize", tmp_path / "in", "--model", model, "--out", tmp_path / "out", "--steps", "2")
     assert p.returncode == 0, p.stderr
     assert "no faces found" in p.stdout and "notes.png" in p.stderr
     audit = json.loads((tmp_path / "out" / "audit.json").read_text())
@@ -228,9 +235,9 @@ def test_zero_faces_bad_files_and_huge_images_are_clean(tmp_path, model):
         ((tmp_path / "in", "--detector", "yolo", "--mode", "blur"), "--detector must be one of"),
         ((tmp_path / "nowhere.jpg", "--mode", "blur"), "input not found"),
     ]:
-        p = facegan_refusal("anonymize", *args, "--out", tmp_path / "o2")
+        p = facegan_in_process("anonymize", *args, "--out", tmp_path / "o2")
         assert p.returncode == 2 and needle in _one_error_line(p), (args, p.stderr)
-    p = facegan_refusal("anonymize", tmp_path / "in", "--mode", "blur", "--out", tmp_path / "in" / "o")
+    p = facegan_in_process("anonymize", tmp_path / "in", "--mode", "blur", "--out", tmp_path / "in" / "o")
     assert p.returncode == 2 and "inside it" in _one_error_line(p)
     huge = np.zeros((6000, 8000, 3), np.uint8)
     huge[:, :, 1] = 120
@@ -244,5 +251,27 @@ def test_a_missing_extra_is_one_line_naming_it(monkeypatch, tmp_path):
     with pytest.raises(FaceganError, match=r"facegan\[anonymize\]"):
         detect.detector("hog")
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
-    p = facegan_refusal("anonymize", tmp_path / "a.png", "--mode", "blur", "--out", tmp_path / "o")
+    p = facegan_in_process("anonymize", tmp_path / "a.png", "--mode", "blur", "--out", tmp_path / "o")
     assert p.returncode == 2 and "facegan[anonymize]" in _one_error_line(p)
+
+
+@pytest.mark.slow
+def test_poisson_blend_and_the_upscaler_path(portraits, model):
+    from facegan.anonymize.replace import Replacer
+    from facegan.models.srresnet import SRConfig, SRGenerator
+    from facegan.sample import load_generator
+
+    G = load_generator(model)
+    sr = SRGenerator(SRConfig(scale=4, width=8, blocks=1)).eval()  # untrained: exactly bicubic ×4
+    rep = Replacer(G, align.DEFAULT_TEMPLATE, upscaler=sr, steps=4, starts=1, blend="poisson")
+    big = rep._enlarge(np.zeros((16, 16, 3), np.uint8) + 77, 100)
+    assert big.shape == (100, 100, 3) and np.abs(big.astype(int) - 77).max() <= 1  # 16 → 64 by the net, → 100
+    img = scene(portraits)
+    anon = Anonymizer(detect.detector("hog"), rep, mode="replace", seed=1, verify=False)
+    out, recs = anon.image(img)
+    assert [r.method for r in recs] == ["replace", "replace"], [r.reason for r in recs]
+    for r in recs:
+        x0, y0, x1, y1 = r.box
+        assert np.abs(out[y0:y1, x0:x1].astype(int) - img[y0:y1, x0:x1]).mean() > 5
+    with pytest.raises(FaceganError, match="--blend must be one of"):
+        Replacer(G, align.DEFAULT_TEMPLATE, blend="hard")

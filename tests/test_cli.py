@@ -1,4 +1,5 @@
-"""The `facegan` command as a user runs it: real subprocesses, real exit codes."""
+"""The `facegan` command as a user runs it: real subprocesses and exit codes (short commands through the same
+``main()`` in this process)."""
 
 import io
 import json
@@ -22,11 +23,12 @@ def facegan(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "facegan", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
 
 
-def facegan_refusal(*args: str) -> subprocess.CompletedProcess:
+def facegan_in_process(*args: str) -> subprocess.CompletedProcess:
     """`facegan ARGS` through the same ``main()`` and error boundary, in this process.
 
-    For refusals only: they stop before any work starts, so the ≈4 s a fresh process spends importing
-    torch would be the whole cost of the test.
+    For refusals and short commands, where the ≈4 s a fresh process spends importing torch would be
+    most of the test; what only a real process shows (signals, kills, exit on a lost rank) keeps
+    :func:`facegan`.
     """
     from facegan.cli import main
 
@@ -87,15 +89,15 @@ def test_presets_table():
 def test_bad_input_gives_one_line_and_exit_2(tmp_path, args, needle):
     (tmp_path / "empty").mkdir()
     (tmp_path / "fake.safetensors").write_bytes(b"\x00" * 64)
-    p = facegan_refusal(*[a.format(tmp=tmp_path) for a in args])
+    p = facegan_in_process(*[a.format(tmp=tmp_path) for a in args])
     assert p.returncode == 2, (p.stdout, p.stderr)
     assert needle in _one_error_line(p)
     assert not (tmp_path / "r" / "checkpoints").exists()
 
 
 def test_usage_error_exit_code(tmp_path):
-    assert facegan_refusal("train", "--batch", "0").returncode == 2
-    assert facegan_refusal("generate").returncode == 2
+    assert facegan_in_process("train", "--batch", "0").returncode == 2
+    assert facegan_in_process("generate").returncode == 2
 
 
 def test_prepare_train_resume_generate(tmp_path):
@@ -119,20 +121,20 @@ def test_prepare_train_resume_generate(tmp_path):
     assert p.returncode == 0, p.stderr
     assert "ckpt-00000004" in p.stdout
 
-    p = facegan("generate", str(run), "-n", "5", "--seed", "7", "--out", str(tmp_path / "gen"), "--batch", "2")
+    p = facegan_in_process("generate", str(run), "-n", "5", "--seed", "7", "--out", str(tmp_path / "gen"), "--batch", "2")
     assert p.returncode == 0, p.stderr
     man = json.loads((tmp_path / "gen" / "manifest.json").read_text())
     assert [(e["seed"], e["index"]) for e in man["images"]] == [(7, i) for i in range(5)]
     files = sorted((tmp_path / "gen").glob("*.png"))
     assert len(files) == 5 and Image.open(files[0]).size == (32, 32)
     # any face can be regenerated alone from its (seed, index)
-    p = facegan("generate", str(run), "-n", "1", "--seed", "7", "--start", "3", "--out", str(tmp_path / "one"))
+    p = facegan_in_process("generate", str(run), "-n", "1", "--seed", "7", "--start", "3", "--out", str(tmp_path / "one"))
     assert p.returncode == 0, p.stderr
     a = np.asarray(Image.open(tmp_path / "gen" / "seed7-000003.png")).astype(int)
     b = np.asarray(Image.open(tmp_path / "one" / "seed7-000003.png")).astype(int)
     assert np.abs(a - b).max() <= 1
 
-    p = facegan("generate", str(run), "--grid", str(tmp_path / "grid.png"))
+    p = facegan_in_process("generate", str(run), "--grid", str(tmp_path / "grid.png"))
     assert p.returncode == 0, p.stderr
     assert Image.open(tmp_path / "grid.png").size == (2 + 6 * 34, 2 + 6 * 34)
 
@@ -177,7 +179,7 @@ def test_evaluate_two_image_sets(tmp_path):
         (tmp_path / name).mkdir()
         for i, im in enumerate(imgs):
             Image.fromarray(im).save(tmp_path / name / f"{i}.png")
-    p = facegan("evaluate", "--real", str(tmp_path / "real"), "--fake", str(tmp_path / "fake"), "--res", "32",
+    p = facegan_in_process("evaluate", "--real", str(tmp_path / "real"), "--fake", str(tmp_path / "fake"), "--res", "32",
                 "--device", "cpu", "--batch", "10", "--out", str(tmp_path / "ev"))
     assert p.returncode == 0, p.stderr
     res = json.loads((tmp_path / "ev" / "eval.json").read_text())

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from test_cli import SRC
+from test_cli import SRC, facegan_in_process
 
 from facegan import export, sample
 from facegan.errors import FaceganError
@@ -118,7 +118,6 @@ def test_export_command_writes_the_folder_and_names_bad_input_in_one_line(traine
     p = subprocess.run([sys.executable, "-m", "facegan", "export", trained.out, "--out", str(tmp_path / "m")],
                        capture_output=True, text=True, env=ENV, timeout=120)
     assert p.returncode == 0 and "wrote model folder" in p.stdout and (tmp_path / "m" / "model.safetensors").is_file(), p.stderr
-    bad = subprocess.run([sys.executable, "-m", "facegan", "export", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")],
-                         capture_output=True, text=True, env=ENV, timeout=120)
+    bad = facegan_in_process("export", str(tmp_path / "nothing"), "--out", str(tmp_path / "x"))
     lines = [line for line in bad.stderr.splitlines() if line.strip()]
     assert bad.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "not found" in lines[0]

@@ -13,7 +13,7 @@ import torch
 from conftest import TINY
 from PIL import Image
 from safetensors import safe_open
-from test_cli import SRC
+from test_cli import SRC, facegan_in_process
 
 from facegan import project as proj
 from facegan import viz
@@ -100,7 +100,6 @@ def test_project_command_writes_the_folder_and_reports_the_scale(tiny_cfg, tmp_p
     assert "feature" in loss[0]  # the Inception term ran, on 16² faces enlarged for it
     bad = tmp_path / "bad.png"
     bad.write_text("not an image")
-    run = subprocess.run([sys.executable, "-m", "facegan", "project", str(bad), "--model", cfg.out, "--steps", "2"],
-                         capture_output=True, text=True, env=ENV)
+    run = facegan_in_process("project", str(bad), "--model", cfg.out, "--steps", "2")
     assert run.returncode == 2 and run.stderr.startswith("error:") and run.stderr.count("\n") == 1
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import TINY, real_state
 from PIL import Image
-from test_cli import _one_error_line, facegan
+from test_cli import _one_error_line, facegan_in_process
 
 from facegan import checkpoint, sample, viz
 from facegan.config import TrainConfig
@@ -101,12 +101,12 @@ def test_cli_bf16_only_where_the_hardware_has_it(G, tmp_path):
     run = tmp_path / "run"
     tensors, meta = real_state(TrainConfig(preset="tiny", batch=4, max_images=64, model=TINY))
     checkpoint.save(run, 1, {**tensors, **{f"G.{k}": v for k, v in G.state_dict().items()}}, meta)
-    p = facegan("generate", str(run), "-n", "2", "--precision", "bf16", "--device", "cpu", "--out", str(tmp_path / "gen"))
+    p = facegan_in_process("generate", str(run), "-n", "2", "--precision", "bf16", "--device", "cpu", "--out", str(tmp_path / "gen"))
     if native_bf16(torch.device("cpu")):
         assert p.returncode == 0, p.stderr
         assert json.loads((tmp_path / "gen" / "manifest.json").read_text())["precision"] == "bf16"
     else:
         assert p.returncode == 2 and "needs native bf16" in _one_error_line(p)
         assert not (tmp_path / "gen").exists()  # refused before anything was written
-    p = facegan("generate", str(run), "--precision", "fp16", "--out", str(tmp_path / "x"))
+    p = facegan_in_process("generate", str(run), "--precision", "fp16", "--out", str(tmp_path / "x"))
     assert p.returncode == 2 and "fp32 or bf16" in _one_error_line(p)

@@ -6,8 +6,6 @@ import base64
 import io
 import json
 import struct
-import subprocess
-import sys
 import threading
 import time
 import zipfile
@@ -20,7 +18,7 @@ import pytest
 import torch
 from conftest import TINY
 from PIL import Image
-from test_cli import SRC
+from test_cli import facegan_in_process
 
 pytest.importorskip("fastapi", reason="facegan[serve] is not installed")
 from fastapi.testclient import TestClient  # noqa: E402
@@ -35,8 +33,6 @@ from facegan.serve.batcher import Batcher, QueueFull  # noqa: E402
 from facegan.serve.engine import Model, load_model, weights_sha256  # noqa: E402
 from facegan.serve.limits import Limits  # noqa: E402
 from facegan.serve.run import bind, exposure_warning  # noqa: E402
-
-ENV = {**__import__("os").environ, "PYTHONPATH": SRC}
 
 
 def _model(upscaler: bool = True, render_fn=None) -> Model:
@@ -488,15 +484,13 @@ def test_onnx_runtime_serves_the_same_faces_within_one_level(exported):
 
 @pytest.mark.slow
 def test_serve_cli_help_names_every_route_and_bad_options_are_one_line():
-    out = subprocess.run([sys.executable, "-m", "facegan", "serve", "--help"], capture_output=True, text=True, env=ENV)
+    out = facegan_in_process("serve", "--help")
     assert out.returncode == 0
     for route in ("/v1/generate", "/v1/interpolate", "/v1/upscale", "/v1/model", "/healthz", "/metrics", "/docs"):
         assert route in out.stdout
-    bad = subprocess.run([sys.executable, "-m", "facegan", "serve", "no/such/run", "--max-queue", "8"], capture_output=True,
-                         text=True, env=ENV)
+    bad = facegan_in_process("serve", "no/such/run", "--max-queue", "8")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--max-queue" in bad.stderr
-    missing = subprocess.run([sys.executable, "-m", "facegan", "serve", "no/such/run", "--port", "0"], capture_output=True,
-                             text=True, env=ENV)
+    missing = facegan_in_process("serve", "no/such/run", "--port", "0")
     assert missing.returncode == 2 and missing.stderr.startswith("error:") and missing.stderr.count("\n") == 1
 
 

@@ -21,7 +21,7 @@ from facegan.train.loop import train
 from facegan.train.sr import Weights, degrade, split, sr_step, train_sr
 from facegan.upscale import evaluate_heldout, load_upscaler
 
-from test_cli import _one_error_line, facegan, facegan_refusal
+from test_cli import _one_error_line, facegan, facegan_in_process
 
 SMALL = SRConfig(scale=4, width=8, blocks=2, d_width=8)
 
@@ -206,25 +206,25 @@ def test_upscale_cli_file_folder_and_bad_files(trained, tmp_path):
     Image.new("RGB", (20, 12), (200, 40, 40)).save(src / "a.jpg")
     Image.new("RGBA", (16, 16)).save(src / "sub" / "b.png")
     (src / "broken.jpg").write_bytes(b"not an image")
-    p = facegan("upscale", str(src), "--model", str(sr_run), "--out", str(tmp_path / "out"))
+    p = facegan_in_process("upscale", str(src), "--model", str(sr_run), "--out", str(tmp_path / "out"))
     assert p.returncode == 0, p.stderr
     assert Image.open(tmp_path / "out" / "a.png").size == (80, 48)
     assert Image.open(tmp_path / "out" / "sub" / "b.png").size == (64, 64)
     assert "broken.jpg" in p.stderr and "skipped 1" in p.stdout
-    p = facegan("upscale", str(src / "a.jpg"), "--model", str(sr_run), "--out", str(tmp_path / "one"), "--scale", "4")
+    p = facegan_in_process("upscale", str(src / "a.jpg"), "--model", str(sr_run), "--out", str(tmp_path / "one"), "--scale", "4")
     assert p.returncode == 0 and Image.open(tmp_path / "one" / "a.png").size == (80, 48)
 
 
 @pytest.mark.slow
 def test_generate_upscale_pipeline(trained, tmp_path):
     sr_run, gan_run = trained
-    p = facegan("generate", str(gan_run), "-n", "3", "--upscale", str(sr_run), "--out", str(tmp_path / "big"))
+    p = facegan_in_process("generate", str(gan_run), "-n", "3", "--upscale", str(sr_run), "--out", str(tmp_path / "big"))
     assert p.returncode == 0, p.stderr
     manifest = json.loads((tmp_path / "big" / "manifest.json").read_text())
     assert manifest["res"] == 64 and manifest["generator_res"] == 16 and manifest["upscale"] == 4
     files = sorted((tmp_path / "big").glob("*.png"))
     assert len(files) == 3 and all(Image.open(f).size == (64, 64) for f in files)
-    p = facegan("generate", str(gan_run), "--grid", str(tmp_path / "g.png"), "--rows", "2", "--upscale", str(sr_run))
+    p = facegan_in_process("generate", str(gan_run), "--grid", str(tmp_path / "g.png"), "--rows", "2", "--upscale", str(sr_run))
     assert p.returncode == 0 and Image.open(tmp_path / "g.png").size == (2 * 64 + 3 * 2,) * 2
 
 
@@ -249,7 +249,7 @@ def test_bad_sr_input_gives_one_line_and_exit_2(trained, tmp_path, args, needle)
     (tmp_path / "in").mkdir()
     (tmp_path / "empty").mkdir()
     Image.new("RGB", (8, 8)).save(tmp_path / "in" / "x.png")
-    p = facegan_refusal(*[a.format(tmp=tmp_path, sr=sr_run, gan=gan_run) for a in args])
+    p = facegan_in_process(*[a.format(tmp=tmp_path, sr=sr_run, gan=gan_run) for a in args])
     assert p.returncode == 2, (p.stdout, p.stderr)
     assert needle in _one_error_line(p)
     assert not (tmp_path / "o").exists() and not (tmp_path / "r").exists()
@@ -260,7 +260,7 @@ def test_upscale_of_only_broken_files_fails(trained, tmp_path):
     sr_run, _ = trained
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "x.jpg").write_bytes(b"\xff\xd8 truncated")
-    p = facegan_refusal("upscale", str(tmp_path / "in"), "--model", str(sr_run), "--out", str(tmp_path / "o"))
+    p = facegan_in_process("upscale", str(tmp_path / "in"), "--model", str(sr_run), "--out", str(tmp_path / "o"))
     assert p.returncode == 2 and "x.jpg" in p.stderr and "nothing upscaled" in p.stderr
 
 

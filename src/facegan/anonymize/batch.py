@@ -30,9 +30,11 @@ AUDIT = "audit.json"
 
 def build(model: str | Path | None, upscaler: str | Path | None = None, detector: str = detect.DEFAULT_DETECTOR,
           mode: str = "auto", seed: int = 0, steps: int = 60, starts: int = 4, blend: str = "feather",
-          device: str = "cpu", upsample: int = 1, ema: bool = True) -> tuple[Anonymizer, dict]:
+          device: str = "cpu", upsample: int = 1, ema: bool = True,
+          template: np.ndarray | None = None) -> tuple[Anonymizer, dict]:
     """The anonymizer for these options, and what the audit says about its set-up.
-    ``model`` may be None only for ``--mode blur|pixelate``."""
+    ``model`` may be None only for ``--mode blur|pixelate``. ``template`` (3, 2) skips measuring
+    the model's framing (:func:`align.measure_template`, a second or two) when it is known."""
     from facegan import sample
 
     find = detect.detector(detector, upsample)  # fails here, before any model loads, when the extra is missing
@@ -47,7 +49,7 @@ def build(model: str | Path | None, upscaler: str | Path | None = None, detector
             from facegan.upscale import load_upscaler
 
             sr = load_upscaler(upscaler, device=device)
-        template, source = align.measure_template(G)
+        template, source = align.measure_template(G) if template is None else (np.asarray(template), "given")
         replacer = Replacer(G, template, upscaler=sr, steps=steps, starts=starts, blend=blend)
         setup.update(upscaler=None if upscaler is None else str(upscaler), steps=steps, starts=starts, blend=blend, mix=replacer.mix,
                      template=np.round(template, 4).tolist(), template_source=source)
