@@ -46,7 +46,7 @@ class Record:
     identity_distance: float | None = None  # dlib embedding distance original → result, when checked
     frame: int | None = None  # video only
     track: int | None = None  # video only
-    z: torch.Tensor | None = field(default=None, repr=False)  # the painted face's latent (not in the audit)
+    z: torch.Tensor | None = field(default=None, repr=False)  # the fit: a track's next search starts here (not audited)
 
     def audit(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k != "z" and v is not None}
