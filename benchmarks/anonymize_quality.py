@@ -112,16 +112,7 @@ def matches(found: Face, truth: tuple[int, int, int, int]) -> bool:
 
 
 def template_table(faces: np.ndarray) -> list[str]:
-    cv2 = detect.require("cv2")
-    find = detect.detector("hog", upsample=0)
-    found = []
-    for f in faces:
-        big, pad = 256, 64
-        img = cv2.copyMakeBorder(cv2.resize(f, (big, big), interpolation=cv2.INTER_CUBIC), pad, pad, pad, pad,
-                                 cv2.BORDER_REPLICATE)
-        hits = [h for h in find(img) if h.confident]
-        if hits:
-            found.append((align.anchors(detect.landmarks(img, hits[0])) - pad) / big)
+    found = align.read_anchors(faces)  # what align.measure_template does with a model's faces
     t = np.median(np.stack(found), axis=0)
     spread = np.percentile(np.stack(found), [25, 75], axis=0)
     return ["| anchor | x | y | IQR x | IQR y |", "|---|---|---|---|---|",
@@ -182,11 +173,14 @@ def crop(img: np.ndarray, box) -> np.ndarray:
     return cv2.resize(img[y0:y1, x0:x1], (CROP, CROP), interpolation=cv2.INTER_AREA)
 
 
+def embed(img: np.ndarray, box, f: Face) -> np.ndarray:
+    """dlib's embedding of whatever is at ``box`` in ``img`` (landmarks read there afresh)."""
+    return detect.embedding(img, detect.landmarks(img, Face(tuple(box), f.score, f.detector)))
+
+
 def identity(img: np.ndarray, out: np.ndarray, f: Face) -> float:
     """dlib embedding distance between the face in ``img`` and whatever is at the same box in ``out``."""
-    a = detect.embedding(img, detect.landmarks(img, Face(f.box, f.score, f.detector)))
-    b = detect.embedding(out, detect.landmarks(out, Face(f.box, f.score, f.detector)))
-    return float(np.linalg.norm(a - b))
+    return float(np.linalg.norm(embed(img, f.box, f) - embed(out, f.box, f)))
 
 
 def anonymize_table(scn, args) -> list[str]:
@@ -223,9 +217,10 @@ def anonymize_table(scn, args) -> list[str]:
                 if label == "auto (shipping)":
                     real_crops.append(crop(img, b))
                     flipped = np.ascontiguousarray(img[:, ::-1])
-                    fb = (W - f.box[2], f.box[1], W - f.box[0], f.box[3])
-                    mirrored.append(_mirror_distance(img, flipped, f, fb))
-                    originals.append(detect.embedding(img, detect.landmarks(img, Face(f.box, f.score, f.detector))))
+                    original = embed(img, f.box, f)
+                    mirror = embed(flipped, (W - f.box[2], f.box[1], W - f.box[0], f.box[3]), f)
+                    mirrored.append(float(np.linalg.norm(original - mirror)))
+                    originals.append(original)
         feats_real = extract(np.stack(real_crops), progress=False)
         fid = fid_of_features(feats_real, extract(np.stack(crops), progress=False))
         d = np.array(dists)
@@ -240,12 +235,6 @@ def anonymize_table(scn, args) -> list[str]:
     rows.append(f"| (reference) two different photos of the dataset | {len(pairs)} pairs | {np.mean(pairs < detect.SAME_PERSON):.1%} "
                 f"(median distance {np.median(pairs):.2f}) | — | — | — | — | — |")
     return rows
-
-
-def _mirror_distance(img: np.ndarray, flipped: np.ndarray, f: Face, fb) -> float:
-    a = detect.embedding(img, detect.landmarks(img, Face(f.box, f.score, f.detector)))
-    b = detect.embedding(flipped, detect.landmarks(flipped, Face(fb, f.score, f.detector)))
-    return float(np.linalg.norm(a - b))
 
 
 def picture(args, path: Path) -> str:

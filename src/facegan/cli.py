@@ -23,6 +23,8 @@ except ImportError:
 
 from facegan import checks
 from facegan.anonymize.detect import DEFAULT_DETECTOR
+from facegan.anonymize.pipeline import MODES
+from facegan.anonymize.replace import BLENDS, STARTS, STEPS
 from facegan.errors import DEBUG_ENV, FaceganError, error_line, exit_code
 from facegan.serve.limits import Limits
 
@@ -558,11 +560,11 @@ def anonymize(
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Run folder, checkpoint or model folder whose faces replace the real ones (not needed for --mode blur|pixelate)."),
     upscaler: Optional[Path] = typer.Option(None, "--upscaler", help="Upscaler run or model folder, for faces larger than the model's."),
     detector: str = typer.Option(DEFAULT_DETECTOR, "--detector", help="hog (dlib HOG), cnn (dlib MMOD CNN: slower, finds more turned faces), haar (OpenCV cascade)."),
-    mode: str = typer.Option("auto", "--mode", help="auto (replace where it works, else pixelate), replace, blur, pixelate."),
+    mode: str = typer.Option(MODES[0], "--mode", help="auto (replace where it works, else pixelate), replace, blur, pixelate."),
     seed: int = typer.Option(0, "--seed", help="Seed of the replacements: the same input and seed give the same output."),
-    steps: int = typer.Option(60, "--steps", help="Optimisation steps of each face's fit (a tracked face in a video: a quarter)."),
-    starts: int = typer.Option(4, "--starts", help="Random starting latents per face; the best one wins."),
-    blend: str = typer.Option("feather", "--blend", help="feather (landmark-hull mask with a soft edge) or poisson (seamless cloning)."),
+    steps: int = typer.Option(STEPS, "--steps", help="Optimisation steps of each face's fit (a tracked face in a video: a quarter)."),
+    starts: int = typer.Option(STARTS, "--starts", help="Random starting latents per face; the best one wins."),
+    blend: str = typer.Option(BLENDS[0], "--blend", help="feather (landmark-hull mask with a soft edge) or poisson (seamless cloning)."),
     upsample: int = typer.Option(1, "--upsample", help="Image doublings before dlib detection (0: faces from ≈80 px, 1: from ≈40 px, slower)."),
     device: str = typer.Option("auto", "--device", help="auto (cuda → mps → cpu), cpu, cuda, mps."),
 ) -> None:

@@ -84,12 +84,21 @@ def measure_template(G, n: int = 64, seed: int = 0, min_found: int = 16) -> tupl
     ``min_found`` of ``n`` faces are read (a model of cartoons, an untrained one)."""
     from facegan import sample
 
-    cv2 = detect.require("cv2")
-    find = detect.detector("hog", upsample=0)
     faces = sample.faces(G, n, seed=seed)
     if faces.shape[-1] == 1:
         faces = np.repeat(faces, 3, axis=-1)
-    big, pad = 256, 64
+    found = read_anchors(faces)
+    if len(found) < min_found:
+        return DEFAULT_TEMPLATE.copy(), f"default (the predictor read {len(found)} of {n} of the model's faces)"
+    return np.median(np.stack(found), axis=0), f"measured on {len(found)} of {n} of the model's faces"
+
+
+def read_anchors(faces: np.ndarray, big: int = 256, pad: int = 64) -> list[np.ndarray]:
+    """The anchors (3, 2) in the unit square of each uint8 RGB face (n, h, w, 3) that HOG and the
+    landmark predictor can read once it is enlarged to ``big``² with ``pad`` pixels of border (a small
+    face's features are too few pixels for them)."""
+    cv2 = detect.require("cv2")
+    find = detect.detector("hog", upsample=0)
     found = []
     for f in faces:
         img = cv2.copyMakeBorder(cv2.resize(f, (big, big), interpolation=cv2.INTER_CUBIC), pad, pad, pad, pad,
@@ -97,9 +106,7 @@ def measure_template(G, n: int = 64, seed: int = 0, min_found: int = 16) -> tupl
         hits = [h for h in find(img) if h.confident]
         if hits:
             found.append((anchors(detect.landmarks(img, hits[0])) - pad) / big)
-    if len(found) < min_found:
-        return DEFAULT_TEMPLATE.copy(), f"default (the predictor read {len(found)} of {n} of the model's faces)"
-    return np.median(np.stack(found), axis=0), f"measured on {len(found)} of {n} of the model's faces"
+    return found
 
 
 def hull_mask(points: np.ndarray, m: np.ndarray, side: int, forehead: float = 0.25, feather: float = 0.04) -> np.ndarray:

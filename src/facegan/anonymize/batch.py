@@ -18,8 +18,8 @@ import numpy as np
 from tqdm import tqdm
 
 from facegan.anonymize import align, detect, video
-from facegan.anonymize.pipeline import Anonymizer, Record
-from facegan.anonymize.replace import Replacer
+from facegan.anonymize.pipeline import MODES, Anonymizer, Record
+from facegan.anonymize.replace import BLENDS, STARTS, STEPS, Replacer
 from facegan.data.images import BadImage, decode_image
 from facegan.data.sources import IMAGE_EXTENSIONS, read_file
 from facegan.errors import FaceganError
@@ -29,7 +29,7 @@ AUDIT = "audit.json"
 
 
 def build(model: str | Path | None, upscaler: str | Path | None = None, detector: str = detect.DEFAULT_DETECTOR,
-          mode: str = "auto", seed: int = 0, steps: int = 60, starts: int = 4, blend: str = "feather",
+          mode: str = MODES[0], seed: int = 0, steps: int = STEPS, starts: int = STARTS, blend: str = BLENDS[0],
           device: str = "cpu", upsample: int = 1, ema: bool = True,
           template: np.ndarray | None = None) -> tuple[Anonymizer, dict]:
     """The anonymizer for these options, and what the audit says about its set-up.

@@ -27,7 +27,7 @@ from facegan.anonymize.detect import Detector, Face
 from facegan.anonymize.replace import Replacer
 from facegan.errors import FaceganError
 
-MODES = ("auto", "replace", "blur", "pixelate")
+MODES = ("auto", "replace", "blur", "pixelate")  # --mode choices, the default first
 MIN_REPLACE_PX = 32  # detector box side below which a face is pixelated in auto mode
 EDGE_PX = 2  # a box this close to the image border is "cut by the frame"
 DETECT_MAX_SIDE = 1280  # detection runs on a copy at most this large (then boxes are scaled back): a 24-MP photo in seconds
@@ -60,7 +60,7 @@ def face_seed(seed: int, *keys: int) -> int:
 class Anonymizer:
     """Detect → decide → replace, pixelate or blur; see the module docstring."""
 
-    def __init__(self, find: Detector, replacer: Replacer | None, mode: str = "auto", seed: int = 0,
+    def __init__(self, find: Detector, replacer: Replacer | None, mode: str = MODES[0], seed: int = 0,
                  verify: bool = True) -> None:
         if mode not in MODES:
             raise FaceganError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")

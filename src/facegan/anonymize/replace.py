@@ -30,7 +30,8 @@ from facegan.anonymize.detect import Face
 from facegan.errors import FaceganError
 from facegan.models.dcgan import latents, to_uint8
 
-BLENDS = ("feather", "poisson")
+BLENDS = ("feather", "poisson")  # --blend choices, the default first
+STEPS, STARTS = 60, 4  # each face's fit: optimisation steps and random starts (--steps, --starts)
 WEIGHTS = {"pixel": 0.0, "lowres": 1.0, "feature": 0.0, "prior": 0.01}  # low frequencies only (see step 2)
 MIX = 0.5  # how far the fit moves towards a random latent: the identity changes, pose and light mostly stay
 MAX_WORK_SIDE = 512  # the aligned face is composed at most at this size (a 2000-px face is resized once, at the end)
@@ -48,8 +49,8 @@ class Replacement:
 class Replacer:
     """Replaces faces in photos with faces of generator ``G`` (see the module docstring)."""
 
-    def __init__(self, G, template: np.ndarray, upscaler=None, steps: int = 60, starts: int = 4,
-                 blend: str = "feather", mix: float = MIX) -> None:
+    def __init__(self, G, template: np.ndarray, upscaler=None, steps: int = STEPS, starts: int = STARTS,
+                 blend: str = BLENDS[0], mix: float = MIX) -> None:
         if blend not in BLENDS:
             raise FaceganError(f"--blend must be one of {', '.join(BLENDS)}, not {blend!r}")
         if upscaler is not None and upscaler.cfg.channels != 3:
