@@ -160,13 +160,33 @@ def test_same_seed_same_bytes_other_seed_other_face(portraits, model):
 
 
 @pytest.mark.slow
-def test_fail_closed_when_replacement_breaks(portraits, model):
+def test_fail_closed_when_replacement_breaks_or_keeps_the_identity(portraits, model, monkeypatch):
+    from facegan.anonymize.replace import MIXES
+
     img = scene(portraits)
-    anon, _ = build(model, seed=0, steps=4, starts=1, template=align.DEFAULT_TEMPLATE)
+    anon, setup = build(model, seed=0, steps=4, starts=1, template=align.DEFAULT_TEMPLATE)
+    assert setup["mixes"] == list(MIXES) and len(MIXES) >= 2
+    # dlib says: the first face still matches on the first attempt only, the second on every attempt
+    distances = iter([0.3, 0.7] + [0.3] * len(MIXES))
+    monkeypatch.setattr(anon, "_identity_distance", lambda *a: next(distances))
+    out, recs = anon.image(img)
+    assert [(r.method, r.attempt) for r in recs] == [("replace", 1), ("pixelate", None)], [r.reason for r in recs]
+    assert recs[0].identity_distance == 0.7 and "every replacement kept the identity" in recs[1].reason
+    monkeypatch.setattr(anon, "_identity_distance", lambda *a: 0.3)  # never unlike the person
+    faces = anon.detect(img)
+    out, recs = anon.image(img, faces=faces)
+    expected = img.copy()
+    for f in faces:  # with the landmarks the pipeline read
+        obscure.pixelate(expected, f)
+    assert np.array_equal(out, expected)  # every attempt undone: pixelated from the original, nothing else touched
+    calls = []
+    monkeypatch.setattr(anon, "_identity_distance", lambda *a: calls.append(1) or 0.3)
+    anon.image(img, faces=anon.detect(img)[:1], warm={0: (None, 5, 1)})  # a video track starts at the attempt that worked
+    assert len(calls) == len(MIXES) - 1
 
     def broken(*a, **k):
         raise RuntimeError("out of memory")
-    anon.replacer.replace = broken
+    monkeypatch.setattr(anon.replacer, "fit", broken)
     out, recs = anon.image(img)
     assert recs and all(r.method == "pixelate" and "replacement failed" in r.reason for r in recs)
     for r in recs:

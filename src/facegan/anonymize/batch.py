@@ -51,7 +51,7 @@ def build(model: str | Path | None, upscaler: str | Path | None = None, detector
             sr = load_upscaler(upscaler, device=device)
         template, source = align.measure_template(G) if template is None else (np.asarray(template), "given")
         replacer = Replacer(G, template, upscaler=sr, steps=steps, starts=starts, blend=blend)
-        setup.update(upscaler=None if upscaler is None else str(upscaler), steps=steps, starts=starts, blend=blend, mix=replacer.mix,
+        setup.update(upscaler=None if upscaler is None else str(upscaler), steps=steps, starts=starts, blend=blend, mixes=list(replacer.mixes),
                      template=np.round(template, 4).tolist(), template_source=source)
     return Anonymizer(find, replacer, mode=mode, seed=seed), setup
 

@@ -8,7 +8,8 @@ pixelates it otherwise — *fail closed*:
 - the face is cut by the frame (its box within EDGE_PX of a border) → pixelated;
 - the landmarks do not sit in the box (a profile, an occlusion) → pixelated;
 - the replacement still looks like the person (dlib's recognition embedding within the
-  same-person threshold of the original) or failed → pixelated.
+  same-person threshold of the original) → painted again further from the fit (the later
+  ``replace.MIXES``), and pixelated when every attempt still matched; a failed one → pixelated.
 
 ``replace`` tries every face with plausible landmarks, whatever its score, size or edge, and still
 pixelates the ones it cannot do or that keep the identity; ``blur`` and ``pixelate`` apply to all.
@@ -44,6 +45,7 @@ class Record:
     reason: str
     seed: int | None = None  # the seed of the replacement's search (replace only)
     identity_distance: float | None = None  # dlib embedding distance original → result, when checked
+    attempt: int | None = None  # which of replace.MIXES painted it (replace only); a video track keeps it
     frame: int | None = None  # video only
     track: int | None = None  # video only
     z: torch.Tensor | None = field(default=None, repr=False)  # the fit: a track's next search starts here (not audited)
@@ -84,18 +86,19 @@ class Anonymizer:
         """The anonymized copy of ``img`` (uint8 (H, W, 3)) and one record per face.
 
         ``keys`` make the faces' seeds (a folder's file index); ``faces`` skips detection (given by
-        a video's tracker), and ``warm`` maps a face's index to (latent to warm-start from or None, seed).
+        a video's tracker), and ``warm`` maps a face's index to (latent to warm-start from or None,
+        seed, first attempt): a tracked face keeps its seed and the attempt that last worked.
         """
         out = np.array(img, copy=True)
         faces = self.detect(img) if faces is None else faces
         records = []
         for i, f in enumerate(faces):
-            start = (warm or {}).get(i)
-            seed = start[1] if start else face_seed(self.seed, *keys, i)
-            records.append(self._one(img, out, f, seed, None if start is None else start[0]))
+            init, seed, attempt = (warm or {}).get(i) or (None, face_seed(self.seed, *keys, i), 0)
+            records.append(self._one(img, out, f, seed, init, attempt))
         return out, records
 
-    def _one(self, img: np.ndarray, out: np.ndarray, f: Face, seed: int, init: torch.Tensor | None) -> Record:
+    def _one(self, img: np.ndarray, out: np.ndarray, f: Face, seed: int, init: torch.Tensor | None,
+             first: int = 0) -> Record:
         rec = Record(box=list(f.box), score=round(f.score, 3), detector=f.detector, method="pixelate", reason="")
         if self.mode in ("blur", "pixelate"):
             rec.method, rec.reason = self.mode, "--mode " + self.mode
@@ -106,20 +109,35 @@ class Anonymizer:
             why = "no generator loaded"
         if why is None:
             try:
-                before = out.copy() if self.verify else None
-                done = self.replacer.replace(out, f, seed, init=init, steps=None if init is None else max(8, self.replacer.steps // 4))
-                rec.method, rec.reason, rec.seed, rec.z = "replace", "generated face", seed, done.z
-                if self.verify:
-                    rec.identity_distance = self._identity_distance(img, out, f)
-                    if rec.identity_distance is not None and rec.identity_distance < detect.SAME_PERSON:
-                        out[:] = before  # undo, then pixelate below
-                        why = f"the replacement kept the identity (embedding distance {rec.identity_distance:.2f} < {detect.SAME_PERSON})"
+                why = self._replace(img, out, f, seed, init, first, rec)
             except Exception as e:  # noqa: BLE001 - fail closed: whatever went wrong, the face is still obscured
                 why = f"replacement failed ({type(e).__name__}: {e})"
         if why is not None:
-            rec.method, rec.reason, rec.seed, rec.z = "pixelate", why, None, None
+            rec.method, rec.reason, rec.seed, rec.z, rec.attempt = "pixelate", why, None, None, None
             obscure.pixelate(out, f)
         return rec
+
+    def _replace(self, img: np.ndarray, out: np.ndarray, f: Face, seed: int, init: torch.Tensor | None,
+                 first: int, rec: Record) -> str | None:
+        """Fit once, then paint attempt after attempt until dlib no longer sees the person (or, without
+        the check, once); fills ``rec`` and returns None, or why the face must be pixelated instead."""
+        r = self.replacer
+        fit = r.fit(img, f, seed, init=init, steps=None if init is None else max(8, r.steps // 4))
+        rec.method, rec.reason, rec.seed, rec.z = "replace", "generated face", seed, fit.z
+        before = out.copy() if self.verify else None
+        distances = []
+        for attempt in range(min(first, len(r.mixes) - 1), len(r.mixes)):
+            r.paint(out, fit, seed, attempt)
+            rec.attempt = attempt
+            if not self.verify:
+                return None
+            rec.identity_distance = self._identity_distance(img, out, f)
+            if rec.identity_distance is None or rec.identity_distance >= detect.SAME_PERSON:
+                return None
+            distances.append(f"{rec.identity_distance:.2f}")
+            out[:] = before  # undo: the next attempt paints on the original again
+        return (f"every replacement kept the identity (embedding distances {', '.join(distances)} "
+                f"< {detect.SAME_PERSON})")
 
     def _why_not(self, img: np.ndarray, f: Face) -> str | None:
         """Why this face is pixelated instead of replaced, or None when replacement should be tried."""

@@ -7,10 +7,11 @@ For one face (its 68 landmarks known):
 2. project only its *low frequencies* into G's latent space — the loss is the distance at
    1/4 of G's size (``project``'s ``lowres`` term) plus the latent prior, with no pixel or
    Inception-feature term — so the fit inherits the head's pose, the lighting and the skin
-   tone, which live in the blurred face; then move the fitted latent MIX of the way along the
-   sphere to a random latent of the face's seed, because the low frequencies alone still carry
-   much of an identity (dlib's embedding put most unmixed fits within its same-person
-   threshold of the original, docs/benchmarks.md);
+   tone, which live in the blurred face; then move the fitted latent MIXES[0] of the way along
+   the sphere to a random latent of the face's seed, because the low frequencies alone still
+   carry much of an identity (dlib's embedding put most unmixed fits within its same-person
+   threshold of the original, docs/benchmarks.md); a face that still looks like the person is
+   painted again further along (the later MIXES: no new fit needed);
 3. decode, enlarge to the face's size in the photo (with the trained upscaler when one is
    given and the face is larger than G's faces; bicubic otherwise);
 4. match the colour statistics to the original inside the face mask;
@@ -33,8 +34,20 @@ from facegan.models.dcgan import latents, to_uint8
 BLENDS = ("feather", "poisson")  # --blend choices, the default first
 STEPS, STARTS = 60, 4  # each face's fit: optimisation steps and random starts (--steps, --starts)
 WEIGHTS = {"pixel": 0.0, "lowres": 1.0, "feature": 0.0, "prior": 0.01}  # low frequencies only (see step 2)
-MIX = 0.5  # how far the fit moves towards a random latent: the identity changes, pose and light mostly stay
+# how far the painted latent lies from the fit towards a random one, per attempt: at 0.5 the identity
+# changes while pose and light mostly stay; a face that still matched the person is painted again further out
+MIXES = (0.5, 0.8, 1.0)
 MAX_WORK_SIDE = 512  # the aligned face is composed at most at this size (a 2000-px face is resized once, at the end)
+
+
+@dataclass
+class Fit:
+    """A face fitted once (:meth:`Replacer.fit`), to be painted any number of times."""
+
+    z: torch.Tensor  # the fitted latent (z_dim,): where the next video frame's search starts
+    crop: np.ndarray  # the photo's face aligned to G's framing, uint8 (work, work, 3)
+    matrix: np.ndarray  # photo → crop (2, 3)
+    mask: np.ndarray  # the feathered landmark hull in the crop, float (work, work)
 
 
 @dataclass
@@ -44,23 +57,29 @@ class Replacement:
     z: torch.Tensor  # the fitted latent (z_dim,): where the next video frame's search starts
     painted: torch.Tensor  # the latent of the face painted in: z moved towards the seed's random latent
     face: np.ndarray  # the generated face at G's resolution, uint8 (res, res, 3)
+    attempt: int = 0  # which of MIXES painted it
 
 
 class Replacer:
     """Replaces faces in photos with faces of generator ``G`` (see the module docstring)."""
 
     def __init__(self, G, template: np.ndarray, upscaler=None, steps: int = STEPS, starts: int = STARTS,
-                 blend: str = BLENDS[0], mix: float = MIX) -> None:
+                 blend: str = BLENDS[0], mixes: tuple[float, ...] = MIXES) -> None:
         if blend not in BLENDS:
             raise FaceganError(f"--blend must be one of {', '.join(BLENDS)}, not {blend!r}")
         if upscaler is not None and upscaler.cfg.channels != 3:
             raise FaceganError("the upscaler must take RGB images for anonymizing photos")
         self.G, self.template, self.upscaler = G.eval(), template, upscaler
-        self.steps, self.starts, self.blend, self.mix = steps, starts, blend, mix
+        self.steps, self.starts, self.blend, self.mixes = steps, starts, blend, tuple(mixes)
 
     def replace(self, img: np.ndarray, face: Face, seed: int, init: torch.Tensor | None = None,
-                steps: int | None = None) -> Replacement:
-        """Paint over ``face`` in ``img`` (uint8 (H, W, 3), modified in place).
+                steps: int | None = None, attempt: int = 0) -> Replacement:
+        """Paint over ``face`` in ``img`` (uint8 (H, W, 3), modified in place): :meth:`fit`, then :meth:`paint`."""
+        return self.paint(img, self.fit(img, face, seed, init, steps), seed, attempt)
+
+    def fit(self, img: np.ndarray, face: Face, seed: int, init: torch.Tensor | None = None,
+            steps: int | None = None) -> Fit:
+        """Align ``face`` (its landmarks known) and fit its low frequencies in G's latent space.
 
         ``init`` warm-starts the search from a latent (a tracked face in the next video frame)
         with ``steps`` steps; without it the search runs ``self.steps`` from ``self.starts``
@@ -79,22 +98,25 @@ class Replacer:
             target = cv2.cvtColor(target, cv2.COLOR_RGB2GRAY)[..., None]
         p = project(self.G, target, steps=steps or self.steps, starts=self.starts, seed=seed, weights=WEIGHTS,
                     progress=False, init=None if init is None else init[None], frames=False)
-        z = self._other_person(p.z, seed)  # the same seed (a video's track) → the same other person
+        return Fit(z=p.z, crop=crop, matrix=m, mask=align.hull_mask(face.points, m, work))
+
+    def paint(self, img: np.ndarray, fit: Fit, seed: int, attempt: int = 0) -> Replacement:
+        """Paint the face of ``fit`` moved ``self.mixes[attempt]`` towards ``seed``'s other person into ``img``."""
+        z = self._other_person(fit.z, seed, self.mixes[attempt])  # the same seed (a video's track) → the same other person
         with torch.no_grad():
             made = to_uint8(self.G(z[None].to(next(self.G.parameters()).device)))[0]
-        made = made if channels == 3 else np.repeat(made, 3, axis=-1)
-        big = self._enlarge(made, work)
-        mask = align.hull_mask(face.points, m, work)
-        big = match_colour(big, crop, mask)
-        self._paste(img, big, mask, m)
-        return Replacement(z=p.z, painted=z, face=made)
+        made = made if self.G.cfg.channels == 3 else np.repeat(made, 3, axis=-1)
+        big = match_colour(self._enlarge(made, fit.crop.shape[0]), fit.crop, fit.mask)
+        self._paste(img, big, fit.mask, fit.matrix)
+        return Replacement(z=fit.z, painted=z, face=made, attempt=attempt)
 
-    def _other_person(self, z: torch.Tensor, seed: int) -> torch.Tensor:
-        """The fitted latent moved ``self.mix`` of the way (along the sphere) to a random one of ``seed``."""
+    @staticmethod
+    def _other_person(z: torch.Tensor, seed: int, mix: float) -> torch.Tensor:
+        """The fitted latent moved ``mix`` of the way (along the sphere) to a random one of ``seed``."""
         from facegan.sample import slerp
 
         other = latents(1, z.numel(), seed + 7919)[0]
-        return slerp(z.cpu(), other, self.mix)[0] if self.mix > 0 else z
+        return slerp(z.cpu(), other, mix)[0] if mix > 0 else z
 
     def _enlarge(self, face: np.ndarray, side: int) -> np.ndarray:
         """G's face at side² pixels: through the upscaler while it is still smaller, then resampled."""

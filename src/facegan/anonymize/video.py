@@ -34,6 +34,7 @@ class Track:
     seen: int  # last frame index
     seed: int
     z: torch.Tensor | None = None  # the latent of its last replacement
+    attempt: int = 0  # the attempt (replace.MIXES) that painted it: the same other person in every frame
 
 
 class Tracker:
@@ -92,11 +93,11 @@ def anonymize_video(anon: Anonymizer, src: Path, dst: Path, progress: bool = Tru
                 frame = np.frombuffer(raw, np.uint8).reshape(h, w, 3)
                 faces = anon.detect(frame)
                 tracks = tracker.assign(faces, k)
-                out, recs = anon.image(frame, faces=faces, warm={i: (t.z, t.seed) for i, t in enumerate(tracks)})
+                out, recs = anon.image(frame, faces=faces, warm={i: (t.z, t.seed, t.attempt) for i, t in enumerate(tracks)})
                 for r, t in zip(recs, tracks):
                     r.frame, r.track = k, t.id
                     if r.z is not None:
-                        t.z = r.z
+                        t.z, t.attempt = r.z, r.attempt
                 records.extend(recs)
                 writer.send(np.ascontiguousarray(out))
                 frames += 1
