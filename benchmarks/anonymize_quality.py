@@ -207,7 +207,8 @@ def anonymize_table(scn, args) -> list[str]:
             faces = [f for f in found if any(matches(f, b) for b in boxes)]  # scored: the pasted photos' faces
             n_faces += len(found)
             for r in recs:
-                how[r.method] = how.get(r.method, 0) + 1
+                key = r.method if r.attempt is None else f"{r.method} (attempt {r.attempt + 1})"
+                how[key] = how.get(key, 0) + 1
             seen_again = refind(out)
             for f in faces:
                 b = next(b for b in boxes if matches(f, b))
@@ -275,7 +276,7 @@ def main() -> None:
     torch.set_grad_enabled(True)
     skip = set(filter(None, args.skip.split(",")))
     print(describe(torch.device("cpu")))
-    print(f"# python benchmarks/anonymize_quality.py --data {args.data} --model {args.model} --scenes {args.scenes} "
+    print(f"# python benchmarks/anonymize_quality.py --data {args.data} --model {args.model} --upscaler {args.upscaler} --scenes {args.scenes} "
           f"--faces {args.faces} --detect-scenes {args.detect_scenes} --upsample {args.upsample} --steps {args.steps} --starts {args.starts} --seed {args.seed}")
     faces = load_faces(args.data, args.scenes * args.faces, args.seed)
     scn = scenes(faces, args.faces, args.seed)

@@ -24,7 +24,7 @@ import pytest
 import torch
 from hostile import good_image
 from safetensors.torch import load_file
-from test_cli import SRC, _one_error_line
+from test_cli import SRC, _one_error_line, facegan_in_process
 
 from facegan import checkpoint, fileio
 
@@ -95,9 +95,12 @@ def test_prepare_killed_at_random_moments(tmp_path):
     assert not _temporaries(tmp_path / "out")  # the killed runs' temporaries were swept
 
 
+STEPS = 30  # checkpoints every 10 steps: each costs the EMA BatchNorm recalibration and the run's pictures
+
+
 def _train_args(run: Path) -> list[object]:
     return ["train", "procedural:256", "--preset", "quick", "--recipe", "b16-ema", "--out", run, "--max-images",
-            16 * 40, "--ckpt-every", 5, "--log-every", 5, "--no-progress"]
+            16 * STEPS, "--ckpt-every", 10, "--log-every", 5, "--no-progress"]
 
 
 def test_train_with_ema_killed_at_random_moments_resumes_bit_exact(tmp_path):
@@ -109,7 +112,7 @@ def test_train_with_ema_killed_at_random_moments_resumes_bit_exact(tmp_path):
     kills = 0
     for _ in range(2):  # each process is killed at a random moment after it wrote a checkpoint of its own
         before = len(checkpoint.list_checkpoints(run))
-        args = ["train", "--resume", run, "--max-images", 16 * 40, "--no-progress"] if before else _train_args(run)
+        args = ["train", "--resume", run, "--max-images", 16 * STEPS, "--no-progress"] if before else _train_args(run)
         proc = _start(*args)
         deadline = time.time() + 120  # the first checkpoint takes ≈3 s here, far longer on a loaded machine
         while time.time() < deadline and proc.poll() is None and len(checkpoint.list_checkpoints(run)) <= before:
@@ -123,11 +126,11 @@ def test_train_with_ema_killed_at_random_moments_resumes_bit_exact(tmp_path):
         for ck in checkpoint.list_checkpoints(run):  # every checkpoint left behind is whole
             checkpoint.load(ck)
     assert kills >= 1, proc.stderr.read()
-    p = _run("train", "--resume", run, "--max-images", 16 * 40, "--no-progress")
+    p = _run("train", "--resume", run, "--max-images", 16 * STEPS, "--no-progress")
     assert p.returncode == 0, p.stderr
     a = load_file(str(checkpoint.list_checkpoints(ref)[-1]))
     b = load_file(str(checkpoint.list_checkpoints(run)[-1]))
-    assert checkpoint.list_checkpoints(run)[-1].name == "ckpt-00000040.safetensors"
+    assert checkpoint.list_checkpoints(run)[-1].name == f"ckpt-{STEPS:08d}.safetensors"
     assert a.keys() == b.keys() and any(k.startswith("G_ema.") for k in a)
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
     assert not _temporaries(run / "checkpoints")
@@ -143,7 +146,7 @@ def _file_size_limit(limit: int):
 def test_a_refused_write_mid_run_keeps_the_last_checkpoint_and_resume_works(tmp_path):
     run = tmp_path / "run"
     base = ["train", "procedural:256", "--preset", "quick", "--batch", "16", "--ckpt-every", "2", "--no-progress"]
-    p = _run(*base, "--out", run, "--max-images", 32)
+    p = facegan_in_process(*base, "--out", run, "--max-images", 32)  # only the refused run needs its own process
     assert p.returncode == 0, p.stderr
     good = checkpoint.list_checkpoints(run)[-1]
     before = good.read_bytes()
@@ -152,7 +155,7 @@ def test_a_refused_write_mid_run_keeps_the_last_checkpoint_and_resume_works(tmp_
     line = _one_error_line(p)
     assert "File too large" in line and f"the last checkpoint {good} is intact" in line and f"--resume {run}" in line
     assert good.read_bytes() == before and not _temporaries(run)
-    p = _run("train", "--resume", run, "--max-images", 64, "--no-progress")
+    p = facegan_in_process("train", "--resume", run, "--max-images", 64, "--no-progress")
     assert p.returncode == 0, p.stderr
     assert "the run is at step 4, 64 images in total" in p.stdout
 
