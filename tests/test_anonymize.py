@@ -295,3 +295,23 @@ def test_poisson_blend_and_the_upscaler_path(portraits, model):
         assert np.abs(out[y0:y1, x0:x1].astype(int) - img[y0:y1, x0:x1]).mean() > 5
     with pytest.raises(FaceganError, match="--blend must be one of"):
         Replacer(G, align.DEFAULT_TEMPLATE, blend="hard")
+
+
+@pytest.mark.slow
+def test_project_finds_and_aligns_the_face_in_an_ordinary_photo(portraits, model, tmp_path):
+    img = scene(portraits[:1], boxes=[(150, 60, 150 + FACE_PX, 60 + FACE_PX)])  # one face, off centre in a wide photo
+    Image.fromarray(img).save(tmp_path / "photo.png")
+    p = facegan_in_process("project", tmp_path / "photo.png", "--model", model, "--crop", "align", "--steps", "3",
+                           "--starts", "1", "--no-features", "--out", tmp_path / "fit")
+    assert p.returncode == 0, p.stderr
+    assert "target: the face at" in p.stdout and "aligned by its landmarks" in p.stdout
+    target = np.asarray(Image.open(tmp_path / "fit" / "target.png"))
+    assert target.shape == (16, 16, 3)
+    centre = cv2.resize(img[:, 40:280], (16, 16), interpolation=cv2.INTER_AREA)  # what --crop center would fit
+    face = cv2.resize(portraits[0], (16, 16), interpolation=cv2.INTER_AREA)
+    assert np.abs(target.astype(int) - face).mean() < np.abs(centre.astype(int) - face).mean()  # the face, not the scene
+    Image.new("RGB", (200, 160), (90, 120, 200)).save(tmp_path / "sky.png")
+    p = facegan_in_process("project", tmp_path / "sky.png", "--model", model, "--crop", "align", "--out", tmp_path / "f2")
+    assert p.returncode == 2 and "no face found in the photo" in _one_error_line(p)
+    p = facegan_in_process("project", tmp_path / "sky.png", "--model", model, "--crop", "squint", "--out", tmp_path / "f3")
+    assert p.returncode == 2 and "--crop must be one of center, celeba, none, align" in _one_error_line(p)

@@ -492,13 +492,14 @@ def interpolate(
 
 @app.command()
 def project(
-    photo: Path = typer.Argument(..., help="A photo of a face (framed as the training data: --crop)."),
+    photo: Path = typer.Argument(..., help="A photo of a face (framed as the training data, or found and aligned: --crop)."),
     model: Path = typer.Option(..., "--model", "-m", help="Run folder, checkpoint file or model folder whose latent space to search."),
     steps: int = typer.Option(300, "--steps", help="Optimisation steps."),
     starts: int = typer.Option(8, "--starts", help="Random starting latents, optimised together; the best one wins."),
     seed: int = typer.Option(0, "--seed", help="Seed of the starting latents and the search noise."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: MODEL/projections/PHOTO_NAME)."),
-    crop: str = typer.Option("center", "--crop", help="How the photo is framed before resizing to the model's size: center, celeba, none."),
+    crop: str = typer.Option("center", "--crop", help="How the photo is framed before resizing to the model's size: center, celeba, "
+                             "none, or align (find the face and align it by its landmarks to the model's own framing; needs facegan[anonymize])."),
     features: bool = typer.Option(True, "--features/--no-features", help="Use the Inception feature term (needs the FID weights of facegan[metrics])."),
     device: str = typer.Option("auto", "--device", help="auto (cuda → mps → cpu), cpu, cuda, mps."),
     use_ema: bool = typer.Option(True, "--ema/--no-ema", help="Search the EMA generator when the run has one."),
@@ -512,11 +513,17 @@ def project(
     checks.integer("--steps", steps, 1, 100_000)
     checks.integer("--starts", starts, 1, 1024)
     checks.seed("--seed", seed)
-    if crop not in CROPS:
-        raise FaceganError(f"--crop must be one of {', '.join(CROPS)}, not {crop!r}")
+    if crop not in (*CROPS, "align"):
+        raise FaceganError(f"--crop must be one of {', '.join(CROPS)}, align, not {crop!r}")
     folder = checks.output_dir("--out", out or sample.home(model) / "projections" / photo.stem)
     G = sample.load_generator(model, device=pick_device(device), ema=use_ema)
-    target = proj.target_from_photo(photo, G.cfg.res, G.cfg.channels, crop)
+    if crop == "align":
+        from facegan.anonymize.align import face_target
+
+        target, found = face_target(proj.photo_rgb(photo), G)
+        typer.echo(f"target: {found}")
+    else:
+        target = proj.target_from_photo(photo, G.cfg.res, G.cfg.channels, crop)
     result = proj.project(G, target, steps=steps, starts=starts, seed=seed, weights=None if features else {"feature": 0.0})
     d = proj.distance(result.face, result.target)
     scale, about = proj.training_scale(model, G.cfg.res, G.cfg.channels)

@@ -52,6 +52,18 @@ class Projection:
     frames: list[np.ndarray] = field(default_factory=list)  # uint8 (res, 2·res, C): target | fit, over the steps
 
 
+def photo_rgb(photo: str | Path) -> np.ndarray:
+    """The whole photo, uint8 (H, W, 3): for finding the face in it first (``--crop align``)."""
+    from facegan.data.images import decode_image
+
+    try:
+        return decode_image(read_file(Path(photo)), 3)
+    except BadImage as e:
+        raise FaceganError(f"{photo}: {e}") from None
+    except OSError as e:
+        raise FaceganError(f"cannot read {photo}: {e.strerror or e}") from None
+
+
 def target_from_photo(photo: str | Path, res: int, channels: int = 3, crop: str = "center") -> np.ndarray:
     """The photo as G sees faces: cropped the way ``prepare`` crops training data, resized to res²."""
     try:

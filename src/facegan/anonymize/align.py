@@ -93,6 +93,24 @@ def measure_template(G, n: int = 64, seed: int = 0, min_found: int = 16) -> tupl
     return np.median(np.stack(found), axis=0), f"measured on {len(found)} of {n} of the model's faces"
 
 
+def face_target(img: np.ndarray, G, template: np.ndarray | None = None) -> tuple[np.ndarray, str]:
+    """(G's-size crop, what was found) of the largest confident face of ``img`` (uint8 RGB), aligned by its
+    landmarks to the framing of G's own faces (``template``, measured when not given): what
+    ``facegan project --crop align`` fits, so an ordinary photo is framed as the training data was."""
+    from facegan.errors import FaceganError
+
+    faces = [f for f in detect.detector("hog", upsample=1)(img) if f.confident]
+    if not faces:
+        raise FaceganError("no face found in the photo (dlib's HOG detector); give a portrait framed like the training "
+                           "data with --crop center or --crop none")
+    face = max(faces, key=lambda f: f.side)
+    template = measure_template(G)[0] if template is None else template
+    crop = align(detect.landmarks(img, face), template).warp(img, G.cfg.res)
+    if G.cfg.channels == 1:
+        crop = detect.require("cv2").cvtColor(crop, detect.require("cv2").COLOR_RGB2GRAY)[..., None]
+    return crop, f"the face at {list(face.box)} (of {len(faces)} found), aligned by its landmarks"
+
+
 def read_anchors(faces: np.ndarray, big: int = 256, pad: int = 64) -> list[np.ndarray]:
     """The anchors (3, 2) in the unit square of each uint8 RGB face (n, h, w, 3) that HOG and the
     landmark predictor can read once it is enlarged to ``big``² with ``pad`` pixels of border (a small
