@@ -216,7 +216,7 @@ def gan_step(G: torch.nn.Module, D: torch.nn.Module, opt_g: torch.optim.Optimize
     D.requires_grad_(False)
     try:
         with autocast:
-            loss_g = loss.g_loss((D_frozen or D)(aug(fake)), kind=opts.loss)
+            loss_g = loss.g_loss((D if D_frozen is None else D_frozen)(aug(fake)), kind=opts.loss)
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
     finally:
