@@ -282,10 +282,10 @@ def generate(
                 path = sample.write_grid(G, grid, rows=rows, seed=seed, truncation=truncation, upscaler=sr, precision=precision)
                 typer.echo(f"wrote a {rows}×{rows} grid of faces: {path}")
             return
-        folder = out or sample.home(source) / "generated" / (f"seed{seed}" + (f"-x{sr.cfg.scale}" if sr else ""))
+        folder = out or sample.home(source) / "generated" / (f"seed{seed}" + (f"-x{sr.cfg.scale}" if sr is not None else ""))
         manifest = sample.generate(G, folder, n, seed=seed, start=start, batch_size=batch, truncation=truncation, upscaler=sr,
                                    precision=precision, workers=workers, dist=d)
-    size = G.cfg.res * (sr.cfg.scale if sr else 1)
+    size = G.cfg.res * (sr.cfg.scale if sr is not None else 1)
     if not d.rank:
         typer.echo(f"wrote {n} faces ({size}×{size}) to {folder} (manifest: {manifest})")
 

@@ -102,8 +102,8 @@ def generate(G: Generator, out_dir: str | Path, n: int, seed: int = 0, start: in
                 bar.update(m)
 
     dist.on_main(write_mine, who=True)  # every rank its share; all learn if one failed
-    manifest = {"z_dim": G.cfg.z_dim, "res": G.cfg.res * (upscaler.cfg.scale if upscaler else 1),
-                "generator_res": G.cfg.res, "upscale": upscaler.cfg.scale if upscaler else None,
+    manifest = {"z_dim": G.cfg.z_dim, "res": G.cfg.res * (upscaler.cfg.scale if upscaler is not None else 1),
+                "generator_res": G.cfg.res, "upscale": upscaler.cfg.scale if upscaler is not None else None,
                 "truncation": truncation}
     if precision != "fp32":
         manifest["precision"] = precision

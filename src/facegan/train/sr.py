@@ -127,7 +127,7 @@ def sr_step(G: torch.nn.Module, D: torch.nn.Module | None, opt_g: torch.optim.Op
         opt_d.step()
         D.requires_grad_(False)
         try:
-            total = total + w.adv * loss.g_loss((D_frozen or D)(sr), kind="bce")
+            total = total + w.adv * loss.g_loss((D if D_frozen is None else D_frozen)(sr), kind="bce")
         finally:
             D.requires_grad_(True)
     opt_g.zero_grad(set_to_none=True)
