@@ -1,8 +1,8 @@
 """Many ranks on the CPU (gloo), as torchrun starts them: real processes, tiny nets, few steps.
 
 - 2 ranks × batch B/2 compute what 1 rank × batch B does (no batch-statistics layers);
-  with BatchNorm every rank holds bit-identical weights and buffers;
-- exact resume under 2 ranks, bit for bit; a 2-rank run continues on 1 rank;
+- with BatchNorm every rank holds bit-identical weights and buffers; exact resume under 2 ranks,
+  bit for bit; a 2-rank run continues on 1 rank;
 - a rank killed mid-run: the other exits with one line naming it, the last checkpoint loads;
 - two "nodes" (two torchrun launchers with a c10d rendezvous) train and checkpoint;
 - ``--nproc 2`` then SIGTERM: every rank stops after the same step, one checkpoint, resumable;
@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,7 +28,7 @@ import torch
 import torch.multiprocessing as mp
 from conftest import TINY
 from safetensors.torch import load_file, save_file
-from test_cli import SRC
+from test_cli import SRC, facegan_in_process
 
 from facegan import checkpoint
 from facegan.config import TrainConfig
@@ -41,6 +42,17 @@ pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not sys.
                                 reason="needs torch.distributed (gloo) on Linux")
 ENV = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
 NO_BN = replace(TINY, g_norm="none", d_norm="none")
+
+
+@contextmanager
+def one_thread():
+    """This process computing as each rank does (OMP_NUM_THREADS=1): the same float sums, bit for bit."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 def _port() -> int:
@@ -102,23 +114,18 @@ def test_two_ranks_with_half_batches_train_like_one_rank(tmp_path):
 
 
 @pytest.mark.slow
-def test_with_batchnorm_every_rank_holds_the_same_weights(tmp_path):
-    cfg = _cfg(tmp_path, "bn", augment="color,translation", model=replace(TINY, d_dropout=0.2))
-    per_rank = _ranks(2, cfg, tmp_path)
-    assert per_rank[0].keys() == per_rank[1].keys()
-    assert any("running_mean" in k for k in per_rank[0])
-    for k in per_rank[0]:
-        assert torch.equal(per_rank[0][k], per_rank[1][k]), k  # parameters and (averaged) buffers alike
-    saved = checkpoint.load(cfg.out)[0]
-    assert {"rng.torch", "rng.gen", "rng.r1.torch"} <= saved.keys()
-    assert not torch.equal(saved["rng.torch"], saved["rng.r1.torch"])  # each rank has its own dropout stream
-
-
-@pytest.mark.slow
 def test_two_rank_resume_is_exact_and_continues_on_one_rank(tmp_path):
+    """With BatchNorm, dropout, augmentation and EMA: every rank holds the same weights, the resumed
+    run equals the uninterrupted one bit for bit, and the checkpoint continues on one process."""
     kw = dict(augment="color,cutout", recipe="b16-ema", ema_kimg=0.1, model=replace(TINY, d_dropout=0.2))
     whole = _cfg(tmp_path, "whole", max_images=16 * 12, **kw)
-    _ranks(2, whole, tmp_path)
+    per_rank = _ranks(2, whole, tmp_path)
+    assert per_rank[0].keys() == per_rank[1].keys() and any("running_mean" in k for k in per_rank[0])
+    for k in per_rank[0]:
+        assert torch.equal(per_rank[0][k], per_rank[1][k]), k  # parameters and (averaged) buffers alike
+    saved = checkpoint.load(whole.out)[0]
+    assert {"rng.torch", "rng.gen", "rng.r1.torch"} <= saved.keys()
+    assert not torch.equal(saved["rng.torch"], saved["rng.r1.torch"])  # each rank has its own dropout stream
     part = _cfg(tmp_path, "part", max_images=16 * 8, **kw)
     _ranks(2, part, tmp_path)
     _ranks(2, replace(part, max_images=16 * 12), tmp_path, resume=True)
@@ -236,8 +243,7 @@ def test_nproc_then_sigterm_stops_every_rank_with_one_checkpoint(tmp_path):
     step = checkpoint.read_meta(ckpts[0])["step"]
     assert step >= 2 and checkpoint.read_meta(ckpts[0])["world_size"] == 2
     assert "interrupted; continue with: facegan train --resume" in err
-    again = subprocess.run([sys.executable, "-m", "facegan", "train", "--resume", str(run), "--max-images", str(16 * (step + 2)),
-                            "--no-progress"], capture_output=True, text=True, env=ENV, timeout=120)
+    again = facegan_in_process("train", "--resume", run, "--max-images", 16 * (step + 2), "--no-progress")
     assert again.returncode == 0 and f"the run is at step {step + 2}" in again.stdout, again.stderr
     assert "trained on 2 rank(s) and continues on 1" in again.stderr
 
@@ -246,8 +252,8 @@ def test_nproc_then_sigterm_stops_every_rank_with_one_checkpoint(tmp_path):
 def test_distributed_generate_writes_the_files_one_process_writes(tmp_path):
     cfg = _cfg(tmp_path, "g", max_images=32)
     loop.train(cfg, progress=False)
-    single = subprocess.run([sys.executable, "-m", "facegan", "generate", cfg.out, "-n", "70", "--batch", "16", "--out",
-                             str(tmp_path / "one"), "--device", "cpu"], capture_output=True, text=True, env=ENV, timeout=120)
+    with one_thread():
+        single = facegan_in_process("generate", cfg.out, "-n", "70", "--batch", "16", "--out", tmp_path / "one", "--device", "cpu")
     assert single.returncode == 0, single.stderr
     procs = _facegan_ranks(2, "generate", cfg.out, "-n", "70", "--batch", "16", "--out", tmp_path / "two", "--device", "cpu")
     outs = [p.communicate(timeout=120) for p in procs]
@@ -259,7 +265,7 @@ def test_distributed_generate_writes_the_files_one_process_writes(tmp_path):
 
 
 @pytest.mark.slow
-def test_distributed_evaluate_gives_the_metrics_one_process_gives(tmp_path):
+def test_distributed_evaluate_gives_the_metrics_one_process_gives(tmp_path, monkeypatch):
     pytest.importorskip("scipy")
     from facegan.metrics.inception import find_weights
 
@@ -270,8 +276,9 @@ def test_distributed_evaluate_gives_the_metrics_one_process_gives(tmp_path):
     cfg = _cfg(tmp_path, "e", max_images=32)
     loop.train(cfg, progress=False)
     args = ("evaluate", cfg.out, "-n", "12", "--n-real", "12", "--metrics", "fid,kid", "--batch", "8", "--device", "cpu")  # 8 + 4: uneven shards
-    single = subprocess.run([sys.executable, "-m", "facegan", *args, "--out", str(tmp_path / "one")], capture_output=True,
-                            text=True, env={**ENV, "FACEGAN_CACHE": str(tmp_path / "c1")}, timeout=600)
+    monkeypatch.setenv("FACEGAN_CACHE", str(tmp_path / "c1"))
+    with one_thread():
+        single = facegan_in_process(*args, "--out", tmp_path / "one")
     assert single.returncode == 0, single.stderr
     procs = _facegan_ranks(2, *args, "--out", tmp_path / "two", env={"FACEGAN_CACHE": str(tmp_path / "c2")})  # real features sharded too
     outs = [p.communicate(timeout=600) for p in procs]
@@ -342,8 +349,7 @@ def test_train_sr_runs_on_two_ranks_and_resumes_on_one(tmp_path):
     meta = checkpoint.read_meta(run)
     assert meta["step"] == 8 and meta["world_size"] == 2 and meta["images"] == 64
     assert "rng.r1.gen" in checkpoint.load(run)[0]
-    again = subprocess.run([sys.executable, "-m", "facegan", "train-sr", "--resume", str(run), "--max-images", "96",
-                            "--no-progress"], capture_output=True, text=True, env=ENV, timeout=240)
+    again = facegan_in_process("train-sr", "--resume", run, "--max-images", "96", "--no-progress")
     assert again.returncode == 0 and checkpoint.read_meta(run)["step"] == 12, again.stderr
 
 

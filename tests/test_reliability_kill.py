@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import resource
@@ -134,6 +135,8 @@ def test_train_with_ema_killed_at_random_moments_resumes_bit_exact(tmp_path):
     assert a.keys() == b.keys() and any(k.startswith("G_ema.") for k in a)
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
     assert not _temporaries(run / "checkpoints")
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(5, STEPS + 1, 5))  # the killed runs' lines past their checkpoint were dropped, none twice
 
 
 def _file_size_limit(limit: int):
