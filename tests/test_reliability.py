@@ -318,6 +318,7 @@ def test_os_errors_anywhere_are_one_line_naming_the_path(tmp_path, monkeypatch):
     assert str(tmp_path / "secret.png") in line and "permission denied" in line.lower()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["env", "flag"])
 def test_debug_shows_the_traceback(how):
     import subprocess
@@ -328,6 +329,7 @@ def test_debug_shows_the_traceback(how):
     assert p.returncode == 1 and "Traceback" in p.stderr and "FaceganError: --lr-g" in p.stderr
 
 
+@pytest.mark.slow
 def test_full_disk_during_training_keeps_the_last_checkpoint_and_says_so(tiny_cfg, monkeypatch):
     first = loop.train(tiny_cfg, progress=False)
     good = checkpoint.list_checkpoints(first.run)[-1]
@@ -386,6 +388,7 @@ def test_exploding_loss_warns_once(tiny_cfg, monkeypatch, capsys):
 
 # ---- 6. resume fragility ----------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_torn_metrics_line_does_not_stop_a_resume(tiny_cfg):
     first = loop.train(tiny_cfg, progress=False)
     metrics = first.run / "metrics.jsonl"

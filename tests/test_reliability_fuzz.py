@@ -13,6 +13,7 @@ import resource
 import struct
 
 import numpy as np
+import pytest
 from conftest import TINY, real_state
 from hostile import FORMATS, good_image, safetensors_bytes
 from hypothesis import HealthCheck, given, settings
@@ -93,6 +94,7 @@ def _generate_on(tmp_path_factory, data: bytes) -> None:
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < MAX_RSS_KB
 
 
+@pytest.mark.slow
 @settings(max_examples=60, **FIXTURES)
 @given(at=edits, cut=cuts)
 def test_generate_on_a_checkpoint_with_corrupted_bytes(tmp_path_factory, at, cut):
@@ -116,6 +118,7 @@ def _paths(d: dict, prefix: tuple = ()) -> list[tuple]:
 META_PATHS = sorted(_paths(META), key=str)
 
 
+@pytest.mark.slow
 @settings(max_examples=80, **FIXTURES)
 @given(path=st.sampled_from(META_PATHS), value=json_values, drop=st.booleans())
 def test_generate_on_a_checkpoint_with_a_doctored_header(tmp_path_factory, path, value, drop):

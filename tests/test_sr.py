@@ -264,6 +264,7 @@ def test_upscale_of_only_broken_files_fails(trained, tmp_path):
     assert p.returncode == 2 and "x.jpg" in p.stderr and "nothing upscaled" in p.stderr
 
 
+@pytest.mark.slow
 def test_init_from_an_l1_run_and_refusals(sr_cfg, tmp_path):
     first = train_sr(replace(sr_cfg, max_images=8), progress=False)
     tuned = train_sr(replace(sr_cfg, out=str(tmp_path / "tuned"), init=str(first.run), max_images=4), progress=False)
