@@ -106,7 +106,7 @@ def _train_args(run: Path) -> list[object]:
 
 def test_train_with_ema_killed_at_random_moments_resumes_bit_exact(tmp_path):
     ref = tmp_path / "ref"
-    p = _run(*_train_args(ref))
+    p = facegan_in_process(*_train_args(ref))  # the uninterrupted reference: same code, same thread count
     assert p.returncode == 0, p.stderr
     rng = random.Random(1)
     run = tmp_path / "run"
