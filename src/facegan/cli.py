@@ -519,8 +519,10 @@ def project(
     G = sample.load_generator(model, device=pick_device(device), ema=use_ema)
     if crop == "align":
         from facegan.anonymize.align import face_target
+        from facegan.data.images import decode_image
+        from facegan.data.sources import read_photo
 
-        target, found = face_target(proj.photo_rgb(photo), G)
+        target, found = face_target(read_photo(photo, decode_image), G)
         typer.echo(f"target: {found}")
     else:
         target = proj.target_from_photo(photo, G.cfg.res, G.cfg.channels, crop)

@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from facegan import checks, viz
-from facegan.data.images import BadImage, load_image
-from facegan.data.sources import read_file
+from facegan.data.images import load_image
+from facegan.data.sources import read_photo
 from facegan.errors import FaceganError
 from facegan.models.dcgan import Generator, latents, to_uint8
 
@@ -52,26 +52,9 @@ class Projection:
     frames: list[np.ndarray] = field(default_factory=list)  # uint8 (res, 2·res, C): target | fit, over the steps
 
 
-def photo_rgb(photo: str | Path) -> np.ndarray:
-    """The whole photo, uint8 (H, W, 3): for finding the face in it first (``--crop align``)."""
-    from facegan.data.images import decode_image
-
-    try:
-        return decode_image(read_file(Path(photo)), 3)
-    except BadImage as e:
-        raise FaceganError(f"{photo}: {e}") from None
-    except OSError as e:
-        raise FaceganError(f"cannot read {photo}: {e.strerror or e}") from None
-
-
 def target_from_photo(photo: str | Path, res: int, channels: int = 3, crop: str = "center") -> np.ndarray:
     """The photo as G sees faces: cropped the way ``prepare`` crops training data, resized to res²."""
-    try:
-        return load_image(read_file(Path(photo)), res, channels, crop=crop, min_size=1)
-    except BadImage as e:
-        raise FaceganError(f"{photo}: {e}") from None
-    except OSError as e:
-        raise FaceganError(f"cannot read {photo}: {e.strerror or e}") from None
+    return read_photo(photo, lambda data: load_image(data, res, channels, crop=crop, min_size=1))
 
 
 def project(G: Generator, target: np.ndarray, steps: int = 300, starts: int = 8, seed: int = 0, lr: float = 0.05,

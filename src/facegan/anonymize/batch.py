@@ -20,8 +20,8 @@ from tqdm import tqdm
 from facegan.anonymize import align, detect, video
 from facegan.anonymize.pipeline import MODES, Anonymizer, Record
 from facegan.anonymize.replace import BLENDS, STARTS, STEPS, Replacer
-from facegan.data.images import BadImage, decode_image
-from facegan.data.sources import IMAGE_EXTENSIONS, read_file
+from facegan.data.images import decode_image
+from facegan.data.sources import IMAGE_EXTENSIONS, read_photo
 from facegan.errors import FaceganError
 from facegan.fileio import atomic_path, write_text_atomic
 
@@ -99,12 +99,7 @@ def _one(anon: Anonymizer, f: Path, dst: Path, k: int, progress: bool) -> dict:
         dst = dst.with_suffix(".mp4")
         records, frames = video.anonymize_video(anon, f, dst, progress)
         return {"output": dst.name, "frames": frames, "faces": [r.audit() for r in records], **_counts(records)}
-    try:
-        img = decode_image(read_file(f), 3)
-    except BadImage as e:
-        raise FaceganError(f"{f}: {e}") from None
-    except OSError as e:
-        raise FaceganError(f"cannot read {f}: {e.strerror or e}") from None
+    img = read_photo(f, decode_image)
     out, records = anon.image(img, keys=(k,))
     _save(out, dst)
     return {"output": dst.name, "size": [img.shape[1], img.shape[0]], "faces": [r.audit() for r in records], **_counts(records)}

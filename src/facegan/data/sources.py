@@ -19,7 +19,7 @@ import zipfile
 import zlib
 from abc import ABC, abstractmethod
 from bisect import bisect_right
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO
 
@@ -194,6 +194,17 @@ class IdxSource(Source):
 
     def _identity(self) -> list[str]:
         return [f"{f}\t{f.stat().st_size}\t{f.stat().st_mtime_ns}" for f in self.files]
+
+
+def read_photo(path: str | Path, decode: Callable[[bytes], np.ndarray]) -> np.ndarray:
+    """``decode`` of the user's file at ``path`` (read by :func:`read_file`); a bad or unreadable file
+    is one :class:`FaceganError` line naming it — for commands that take one photo."""
+    try:
+        return decode(read_file(Path(path)))
+    except BadImage as e:
+        raise FaceganError(f"{path}: {e}") from None
+    except OSError as e:
+        raise FaceganError(f"cannot read {path}: {e.strerror or e}") from None
 
 
 def open_source(src: str | Path, include_fake: bool = False) -> Source:
