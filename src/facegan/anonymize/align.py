@@ -107,7 +107,8 @@ def face_target(img: np.ndarray, G, template: np.ndarray | None = None) -> tuple
     template = measure_template(G)[0] if template is None else template
     crop = align(detect.landmarks(img, face), template).warp(img, G.cfg.res)
     if G.cfg.channels == 1:
-        crop = detect.require("cv2").cvtColor(crop, detect.require("cv2").COLOR_RGB2GRAY)[..., None]
+        cv2 = detect.require("cv2")
+        crop = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)[..., None]
     return crop, f"the face at {list(face.box)} (of {len(faces)} found), aligned by its landmarks"
 
 

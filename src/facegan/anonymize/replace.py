@@ -50,16 +50,6 @@ class Fit:
     mask: np.ndarray  # the feathered landmark hull in the crop, float (work, work)
 
 
-@dataclass
-class Replacement:
-    """What :meth:`Replacer.replace` did to one face."""
-
-    z: torch.Tensor  # the fitted latent (z_dim,): where the next video frame's search starts
-    painted: torch.Tensor  # the latent of the face painted in: z moved towards the seed's random latent
-    face: np.ndarray  # the generated face at G's resolution, uint8 (res, res, 3)
-    attempt: int = 0  # which of MIXES painted it
-
-
 class Replacer:
     """Replaces faces in photos with faces of generator ``G`` (see the module docstring)."""
 
@@ -71,11 +61,6 @@ class Replacer:
             raise FaceganError("the upscaler must take RGB images for anonymizing photos")
         self.G, self.template, self.upscaler = G.eval(), template, upscaler
         self.steps, self.starts, self.blend, self.mixes = steps, starts, blend, tuple(mixes)
-
-    def replace(self, img: np.ndarray, face: Face, seed: int, init: torch.Tensor | None = None,
-                steps: int | None = None, attempt: int = 0) -> Replacement:
-        """Paint over ``face`` in ``img`` (uint8 (H, W, 3), modified in place): :meth:`fit`, then :meth:`paint`."""
-        return self.paint(img, self.fit(img, face, seed, init, steps), seed, attempt)
 
     def fit(self, img: np.ndarray, face: Face, seed: int, init: torch.Tensor | None = None,
             steps: int | None = None) -> Fit:
@@ -100,15 +85,15 @@ class Replacer:
                     progress=False, init=None if init is None else init[None], frames=False)
         return Fit(z=p.z, crop=crop, matrix=m, mask=align.hull_mask(face.points, m, work))
 
-    def paint(self, img: np.ndarray, fit: Fit, seed: int, attempt: int = 0) -> Replacement:
-        """Paint the face of ``fit`` moved ``self.mixes[attempt]`` towards ``seed``'s other person into ``img``."""
+    def paint(self, img: np.ndarray, fit: Fit, seed: int, attempt: int = 0) -> None:
+        """Paint the face of ``fit`` moved ``self.mixes[attempt]`` towards ``seed``'s other person into
+        ``img`` (uint8 (H, W, 3), modified in place, only around the face)."""
         z = self._other_person(fit.z, seed, self.mixes[attempt])  # the same seed (a video's track) → the same other person
         with torch.no_grad():
             made = to_uint8(self.G(z[None].to(next(self.G.parameters()).device)))[0]
         made = made if self.G.cfg.channels == 3 else np.repeat(made, 3, axis=-1)
         big = match_colour(self._enlarge(made, fit.crop.shape[0]), fit.crop, fit.mask)
         self._paste(img, big, fit.mask, fit.matrix)
-        return Replacement(z=fit.z, painted=z, face=made, attempt=attempt)
 
     @staticmethod
     def _other_person(z: torch.Tensor, seed: int, mix: float) -> torch.Tensor:
