@@ -6,7 +6,9 @@
 - a rank killed mid-run: the other exits with one line naming it, the last checkpoint loads;
 - two "nodes" (two torchrun launchers with a c10d rendezvous) train and checkpoint;
 - ``--nproc 2`` then SIGTERM: every rank stops after the same step, one checkpoint, resumable;
-- distributed generate writes byte-identical files; distributed evaluate gives the same metrics.
+- distributed generate writes byte-identical files; distributed evaluate gives the same metrics;
+- every rank exits cleanly, every time: the heartbeat thread is joined and the process group is
+  freed on the main thread, with nothing left to abort the interpreter's shutdown (issue #27).
 """
 
 from __future__ import annotations
@@ -221,7 +223,7 @@ def test_two_nodes_on_one_machine_train_and_checkpoint(tmp_path):
                                    "--max-images", "96", "--ckpt-every", "3"],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV) for n in range(2)]
     outs = [p.communicate(timeout=240) for p in launchers]
-    assert [p.returncode for p in launchers] == [0, 0], outs
+    assert [p.returncode for p in launchers] == [0, 0] and not any("terminate called" in e for _, e in outs), outs
     assert checkpoint.read_meta(run)["step"] == 6 and checkpoint.read_meta(run)["world_size"] == 2
     assert "trained 6 steps (96 images)" in outs[0][0] + outs[1][0]
 
@@ -237,7 +239,7 @@ def test_nproc_then_sigterm_stops_every_rank_with_one_checkpoint(tmp_path):
         time.sleep(0.05)
     launcher.send_signal(signal.SIGTERM)
     out, err = launcher.communicate(timeout=120)
-    assert launcher.returncode != 0 and "Traceback" not in err, err
+    assert launcher.returncode == 128 + signal.SIGTERM and "Traceback" not in err and "terminate called" not in err, err
     ckpts = checkpoint.list_checkpoints(run)
     assert len(ckpts) == 1, err  # rank 0's one checkpoint at the step both ranks stopped after
     step = checkpoint.read_meta(ckpts[0])["step"]
@@ -246,6 +248,18 @@ def test_nproc_then_sigterm_stops_every_rank_with_one_checkpoint(tmp_path):
     again = facegan_in_process("train", "--resume", run, "--max-images", 16 * (step + 2), "--no-progress")
     assert again.returncode == 0 and f"the run is at step {step + 2}" in again.stdout, again.stderr
     assert "trained on 2 rank(s) and continues on 1" in again.stderr
+
+
+@pytest.mark.slow
+def test_nproc_runs_and_resumes_exit_0_on_every_rank(tmp_path):
+    """The path of the report in issue #27: a fresh --nproc 2 run, then resumes, each to the end of its budget."""
+    run = tmp_path / "run"
+    for images in (32, 64, 96):
+        command = (*TRAIN, "--out", run) if images == 32 else ("train", "--resume", run, "--no-progress")
+        p = subprocess.run([sys.executable, "-m", "facegan", *map(str, command), "--max-images", str(images), "--nproc", "2"],
+                           capture_output=True, text=True, env=ENV, timeout=180)
+        assert p.returncode == 0 and "terminate called" not in p.stderr and "error" not in p.stderr, p.stderr
+        assert checkpoint.read_meta(run)["step"] == images // 16 and checkpoint.read_meta(run)["world_size"] == 2
 
 
 @pytest.mark.slow
@@ -285,6 +299,63 @@ def test_distributed_evaluate_gives_the_metrics_one_process_gives(tmp_path, monk
     assert [p.returncode for p in procs] == [0, 0], outs
     a, b = (json.loads((tmp_path / d / "eval.json").read_text()) for d in ("one", "two"))
     assert abs(a["fid"] - b["fid"]) < 1e-6 and abs(a["kid_mean"] - b["kid_mean"]) < 1e-9
+
+
+# ---- a finished run exits 0 on every rank, every time (issue #27) ---------------------------------
+
+# Two ranks that leave their session the way a run does: a DDP step, a gather as the last collective,
+# the DDP net dropped after the group; on an error path, raising inside the session. HEARTBEAT_S = 0
+# keeps the heartbeat thread inside a store write nearly all the time, so an unjoined heartbeat is
+# still running when the interpreter shuts down: before the fix each such exit aborted ("terminate
+# called without an active exception", SIGABRT) about nine times in ten.
+EXIT_SCRIPT = """
+import sys, threading, torch
+from facegan import dist
+from facegan.errors import FaceganError
+dist.HEARTBEAT_S = 0.0
+how = sys.argv[1]
+try:
+    with dist.session("cpu") as d:
+        net = dist.ddp(torch.nn.Linear(4, 1), d)
+        net(torch.randn(8, 4)).sum().backward()
+        d.gather(d.rank)
+        if how == "error":
+            raise FaceganError("stopped on purpose")
+except FaceganError as e:
+    print(f"error: {e}", file=sys.stderr)
+alive = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+print("threads after the session:", alive)
+del net  # the reducer goes after the group's handles on the Dist: it must not free the group itself
+sys.exit(2 if how == "error" else 0)
+"""
+
+
+def _exit_pair(tmp_path: Path, how: str) -> list[tuple[int, str, str]]:
+    script = tmp_path / "leave.py"
+    script.write_text(EXIT_SCRIPT)
+    port = _port()
+    procs = [subprocess.Popen([sys.executable, str(script), how], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**ENV, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(r),
+                                   "WORLD_SIZE": "2", "LOCAL_RANK": str(r), "LOCAL_WORLD_SIZE": "2"}) for r in range(2)]
+    outs = []
+    for p in procs:
+        try:
+            out, err = p.communicate(timeout=60)
+        except subprocess.TimeoutExpired:  # a deadlock at teardown
+            p.kill()
+            out, err = p.communicate()
+            err += "\n(hung at exit, killed after 60 s)"
+        outs.append((p.returncode, out, err))
+    return outs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how,code", [("done", 0), ("error", 2)])
+def test_ranks_leave_a_session_with_the_heartbeat_joined_and_exit_cleanly(tmp_path, how, code):
+    for _ in range(3 if how == "done" else 1):
+        for rc, out, err in _exit_pair(tmp_path, how):
+            assert rc == code and "terminate called" not in err and "hung at exit" not in err, (rc, out, err)
+            assert "threads after the session: []" in out, out  # the heartbeat was stopped and joined
 
 
 # ---- the pieces ----------------------------------------------------------------------------------

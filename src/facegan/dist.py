@@ -39,6 +39,7 @@ from facegan.errors import FaceganError, error_line
 
 T = TypeVar("T")
 HEARTBEAT_S = 1.0  # how often each rank writes "alive at step N" into the rendezvous store
+BEAT_WRITE_S = 5.0  # the longest one heartbeat write may block (its own store connection's timeout)
 
 
 def env_world() -> tuple[int, int, int]:
@@ -65,7 +66,14 @@ class Dist:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     step: int = 0  # what the heartbeat reports; the training loop keeps it current
     _ctrl: Any = None
+    # Python handles on the process groups, released only when this Dist is freed. A group's last
+    # reference must be a Python one: released from C++ (DDP's reducer), gloo's destructor runs
+    # holding the GIL and waits for its worker threads, one of which may still be freeing a finished
+    # collective's tensors and wait for the GIL in turn, a deadlock seen at the end of a run (issue
+    # #27). So every DDP wrapper holds its Dist (see ``ddp``), and the Dist outlives the reducer.
+    _groups: tuple = ()
     _stop: threading.Event = field(default_factory=threading.Event)
+    _beat: threading.Thread | None = None
 
     @property
     def is_main(self) -> bool:
@@ -103,25 +111,40 @@ class Dist:
                                "uses the same --rdzv-endpoint and that its port is reachable") from None
         d = cls(rank, world, local, device)
         d._ctrl = tdist.new_group(backend="gloo", timeout=timeout) if backend != "gloo" else tdist.group.WORLD
-        threading.Thread(target=d._heartbeat, name="facegan-heartbeat", daemon=True).start()
+        d._groups = (tdist.group.WORLD, d._ctrl)
+        d._beat = threading.Thread(target=d._heartbeat, args=(_beat_store(),), name="facegan-heartbeat", daemon=True)
+        d._beat.start()
         return d
 
     def close(self) -> None:
-        """Leave the process group (without this, gloo aborts the process at exit after a failure)."""
+        """Stop the heartbeat and wait for its thread to end, then leave the process group.
+
+        The join is what lets a finished run exit 0 on every rank (issue #27). Unjoined, the
+        heartbeat thread could still be running when the interpreter shut down, holding this Dist
+        (so the process group) or inside a store write; its last release of either runs a C++
+        destructor that gives up the GIL, and a thread that asks for the GIL back during shutdown
+        is ended by ``pthread_exit``, whose unwinding through that ``noexcept`` code calls
+        ``std::terminate``: "terminate called without an active exception", SIGABRT, after the
+        checkpoint was written. Without leaving the group, gloo aborts at exit after a failure.
+
+        The groups' handles stay on this Dist until it is freed, on this thread: see ``_groups``.
+        """
         self._stop.set()
+        if self._beat is not None:  # its writes time out after BEAT_WRITE_S, so this cannot hang
+            self._beat.join(HEARTBEAT_S + BEAT_WRITE_S + 1.0)
+            self._beat = None
         if self.active and tdist.is_initialized():
             try:
                 tdist.destroy_process_group()
             except Exception:  # noqa: BLE001 - a broken group is being thrown away anyway
                 pass
 
-    def _heartbeat(self) -> None:
-        store = _store()
+    def _heartbeat(self, store: Any) -> None:
         while store is not None and not self._stop.wait(HEARTBEAT_S):
             try:
                 store.set(f"facegan/alive/{self.rank}", f"{time.time():.3f} {self.step}")
-            except Exception:  # noqa: BLE001 - the store host is gone; the failing collective will say so
-                return
+            except Exception:  # noqa: BLE001 - a slow or vanished store host: a failing collective will say so
+                pass
 
     # ---- collectives (no-ops with one process) ---------------------------------------------------
     def mean_(self, t: torch.Tensor) -> torch.Tensor:
@@ -295,7 +318,9 @@ def ddp(module: nn.Module, d: Dist) -> nn.Module:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*broadcast_buffers.*")
         ids = [d.device.index] if d.device.type == "cuda" else None
-        return DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
+        wrapped = DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
+    wrapped.facegan_dist = d  # freed after the reducer: the process group outlives it (see Dist._groups)
+    return wrapped
 
 
 def _store() -> Any:
@@ -306,6 +331,18 @@ def _store() -> Any:
         return _get_default_store()
     except Exception:  # noqa: BLE001 - no group, or a torch without this (private, long-stable) helper
         return None
+
+
+def _beat_store() -> Any:
+    """The heartbeat's own connection to the rendezvous store, each write bounded by BEAT_WRITE_S
+    (the shared one waits as long as --dist-timeout), so that :meth:`Dist.close` can always join it."""
+    store = _store()
+    try:
+        beat = store.clone()
+        beat.set_timeout(timedelta(seconds=BEAT_WRITE_S))
+        return beat
+    except Exception:  # noqa: BLE001 - no store, or a store that cannot be cloned: share it
+        return store
 
 
 def _tell_failed(rank: int, e: BaseException) -> None:
