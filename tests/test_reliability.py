@@ -103,6 +103,28 @@ def test_stale_temporaries_of_dead_writers_are_swept_live_ones_kept(tmp_path):
     assert left == {"ckpt-00000001.safetensors", alive.name, elsewhere.name}
 
 
+def test_a_killed_writers_temporaries_go_when_its_cache_or_run_folder_is_next_opened(tmp_path):
+    """Not only on the next write: a cache hit writes nothing, and a killed prepare's temporary is as big as the dataset."""
+    import subprocess
+
+    from facegan.data.prepare import resolve_dataset
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    cache, run = tmp_path / "cache", tmp_path / "run"
+    prepared = resolve_dataset("procedural:8", 16, cache_dir=cache, progress=False)
+    stale = [cache / f".{prepared.name}.{fileio._HOST}-{dead.pid}-0123abcd.tmp"]
+    stale += [folder / f".x.{fileio._HOST}-{dead.pid}-89abcdef.tmp" for folder in (run, run / "checkpoints", run / "samples")]
+    alive = cache / f".other.npy.{fileio._HOST}-{os.getppid()}-00000000.tmp"  # a live writer's: kept
+    for p in (*stale, alive):
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"half a dataset")
+    assert resolve_dataset("procedural:8", 16, cache_dir=cache, progress=False) == prepared  # a hit
+    assert not stale[0].exists() and alive.exists()
+    harness.start(replace(CFG, out=str(run)), resume=True)  # what train / train-sr --resume does first
+    assert not any(p.exists() for p in stale)
+
+
 # ---- 2. special and odd files in a dataset ---------------------------------------------------
 
 def test_special_files_in_a_folder_are_named_skips(tmp_path):

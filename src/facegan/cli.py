@@ -101,7 +101,7 @@ def train(
     src: Optional[str] = typer.Argument(None, help="Training data (any source `prepare` takes, or a prepared .npy). Default: built-in procedural faces."),
     preset: Optional[str] = typer.Option(None, "--preset", "-p", help="Model + recipe; see `facegan presets` (default dcgan64)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: runs/PRESET, numbered if taken)."),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder from its last checkpoint."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder from its newest checkpoint (that checkpoint file works too)."),
     batch: Optional[int] = typer.Option(None, "--batch", "-b", help="Batch size (preset default)."),
     max_images: Optional[int] = typer.Option(None, "--max-images", help="Stop after D has seen this many real images in total."),
     epochs: Optional[float] = typer.Option(None, "--epochs", help="Stop after this many passes over the data."),
@@ -361,7 +361,7 @@ def serve(
 def train_sr(
     src: Optional[str] = typer.Argument(None, help="High-resolution training photos (any source `prepare` takes, or a prepared .npy). Default: built-in procedural faces."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: runs/sr, numbered if taken)."),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the upscaler run in this folder from its last checkpoint."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the upscaler run in this folder from its newest checkpoint (that checkpoint file works too)."),
     scale: int = typer.Option(4, "--scale", help="Upscaling factor: 2 or 4."),
     hr_res: int = typer.Option(128, "--hr-res", help="Side of the high-resolution training images (the input side is hr-res / scale)."),
     width: int = typer.Option(32, "--width", help="Feature maps of the upscaler."),

@@ -40,7 +40,7 @@ from facegan.data import procedural
 from facegan.data.images import CROPS, BadImage, default_min_size, load_image
 from facegan.data.sources import IdxSource, Source, hash_lines, open_source
 from facegan.errors import FaceganError
-from facegan.fileio import atomic_path, read_json
+from facegan.fileio import atomic_path, read_json, sweep_stale
 
 FORMAT = "facegan-prepared-1"
 CROP_CHOICES = ("auto", *CROPS)
@@ -157,8 +157,14 @@ def prepare(
 
 
 def open_prepared(path: str | Path) -> PreparedData:
-    """Memory-map a prepared file read-only after checking it against its manifest."""
+    """Memory-map a prepared file read-only after checking it against its manifest.
+
+    Its folder (the cache, or a ``prepare --out`` folder) is swept of the temporaries of dead
+    writers first: a killed prepare leaves a file as large as the dataset, and on a cache hit
+    nothing else would ever write there to sweep it.
+    """
     path = Path(path).expanduser()
+    sweep_stale(path.parent)
     meta = manifest_path(path)
     if not path.is_file():
         raise FaceganError(f"prepared dataset not found: {path}")

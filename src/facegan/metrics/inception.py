@@ -56,7 +56,7 @@ from facegan.data.prepare import default_cache_dir, open_prepared
 from facegan.device import pick_device
 from facegan.dist import Dist
 from facegan.errors import FaceganError
-from facegan.fileio import atomic_path
+from facegan.fileio import atomic_path, sweep_stale
 from facegan.metrics import inception_onnx
 from facegan.metrics.inception_net import rebuild
 
@@ -312,6 +312,7 @@ def reference_features(prepared_path: str | Path, n: int | None = None, batch_si
     key = json.dumps([{k: data.manifest.get(k) for k in keys}, data.path.stat().st_size, len(idx),
                       wpath.name, wpath.stat().st_size, RESIZE])
     cache = Path(cache_dir or default_cache_dir()) / f"features-{hashlib.sha256(key.encode()).hexdigest()[:32]}.npy"
+    sweep_stale(cache.parent)  # a killed evaluation's half-written features: a hit writes nothing that would sweep them
     dist = dist or Dist()
     if not dist.agree_max(int(not cache.is_file())):  # one answer for all ranks: they take the same branch
         return np.load(cache).astype(np.float64)

@@ -42,7 +42,7 @@ from facegan.data.loader import BatchSampler, Prefetcher
 from facegan.data.prepare import PreparedData, absolute_source, open_prepared, resolve_dataset
 from facegan.dist import Dist, env_world, rank_seed, session
 from facegan.errors import FaceganError, describe_os_error
-from facegan.fileio import write_text_atomic
+from facegan.fileio import sweep_stale, write_text_atomic
 
 EXPLODING_LOSS = 1e3  # a GAN loss this large means the run is diverging, even while it is finite
 DUPLICATE_SIGNAL_S = 5.0  # under torchrun a Ctrl-C reaches each rank twice (terminal, then launcher): one stop
@@ -117,7 +117,8 @@ class Trainer:
 
 
 def start(cfg: TrainConfig | SRTrainConfig, resume: bool) -> TrainConfig | SRTrainConfig:
-    """What every run does before any work: check every option and the run folder, fix the data path.
+    """What every run does before any work: check every option and the run folder (swept of a killed
+    run's temporaries), fix the data path.
 
     A new run stores its data as an absolute path, so ``--resume`` works from any directory. Of
     many ranks only rank 0 probes the run folder (the probe creates and removes it: racing ranks
@@ -125,14 +126,38 @@ def start(cfg: TrainConfig | SRTrainConfig, resume: bool) -> TrainConfig | SRTra
     """
     validate(cfg)
     run = checks.output_dir("--out", cfg.out) if env_world()[0] == 0 else Path(cfg.out)
+    if env_world()[0] == 0:  # what a killed run was writing (config, log, checkpoint, grid) goes now
+        for folder in (run, run / "checkpoints", run / "samples"):
+            sweep_stale(folder)
     if not resume and checkpoint.list_checkpoints(run):
         raise FaceganError(f"{run} already holds a run; continue it with --resume, or pick another --out")
     return cfg if resume else replace(cfg, data=absolute_source(cfg.data))
 
 
-def resume_config(run: Path, **overrides: Any) -> TrainConfig | SRTrainConfig:
-    """The saved config of ``run`` (a GAN or an upscaler run) with only budgets, device, speed
-    options and logging cadence replaceable."""
+def resume_folder(path: str | Path) -> Path:
+    """The run folder that ``--resume PATH`` continues: PATH itself, or the run whose newest
+    checkpoint PATH is (``RUN/checkpoints/ckpt-N.safetensors``, what a user sees in the summary).
+
+    An older checkpoint, ``best.safetensors`` or a file outside a run is a one-line error: a run
+    continues from its newest checkpoint only (its log and later checkpoints would contradict it).
+    """
+    p = Path(path)
+    if not p.is_file():
+        return p  # a folder, or nothing there: reading its checkpoint says which
+    run = p.parent.parent
+    saved = checkpoint.list_checkpoints(run) if p.parent.name == "checkpoints" else []
+    if saved and p.resolve() == saved[-1].resolve():
+        return run
+    if saved:
+        raise FaceganError(f"--resume continues a run from its newest checkpoint ({saved[-1].name}), not from {p.name}; "
+                           f"give the run folder: --resume {run}")
+    raise FaceganError(f"--resume takes a run folder (the --out of a training run), not the file {p}")
+
+
+def resume_config(run: str | Path, **overrides: Any) -> TrainConfig | SRTrainConfig:
+    """The saved config of ``run`` (a GAN or an upscaler run, or its newest checkpoint) with only
+    budgets, device, speed options and logging cadence replaceable."""
+    run = resume_folder(run)
     meta = checkpoint.read_meta(run)
     cfg = checkpoint.saved_config(meta.get("kind"), meta["config"])
     allowed = BUDGETS | {"device", "precision", "channels_last", "tf32", "compile", "resident", "tensorboard",
