@@ -98,6 +98,9 @@ def hostile_zip(path: Path, rng: random.Random, good: int = 4) -> dict[str, str]
             zf.writestr(f"good{i}.png", good_image(rng))
         zf.writestr("encrypted.png", good_image(rng))
         made["encrypted.png"] = "encrypted"
+        for unsafe in ("../escape.png", "faces/../../up.png", "/absolute.png"):  # good images under crafted paths
+            zf.writestr(unsafe, good_image(rng))
+            made[unsafe] = "unsafe path in the archive"
         zf.writestr("deflate64.png", good_image(rng))
         made["deflate64.png"] = "compression method 9"
         zf.writestr(zipfile.ZipInfo("bomb.png"), b"\0" * (80 << 20), compress_type=zipfile.ZIP_DEFLATED)

@@ -114,6 +114,8 @@ class ZipSource(Source):
                 self._zip, self._pid = zipfile.ZipFile(self.root), os.getpid()
             except (OSError, zipfile.BadZipFile) as e:  # the archive itself changed or vanished: stop, once
                 raise FaceganError(f"cannot read archive {self.root} any more: {e}") from None
+        if _unsafe_member(self.names[i]):
+            raise BadImage("unsafe path in the archive ('..' or absolute): not read")
         info = self._zip.getinfo(self.names[i])
         if info.flag_bits & 0x1:
             raise BadImage("encrypted zip member")
@@ -262,7 +264,7 @@ def _open_zip(path: Path, include_fake: bool) -> Source:
         for m in members
         if not m.endswith("/")
         and m.lower().endswith(IMAGE_EXTENSIONS)
-        and all(_visible(part) for part in m.split("/"))
+        and all(_visible(part) or part == ".." for part in m.split("/"))  # hidden files are not data; ".." is refused by name
     )
     kind, names = _classify(images, path.stem, "zip", include_fake)
     if not names:
@@ -288,6 +290,15 @@ def _classify(
     if any(_FFHQ_DIR.search(part) for part in all_dirs):
         return "ffhq", paths
     return plain_kind, paths
+
+
+def _unsafe_member(name: str) -> bool:
+    """A member path that would climb out of, or start outside, the folder it were extracted to.
+
+    Reading it in place would be harmless, but such a path is a sign of a crafted archive, so it is
+    skipped and named like every other refused file rather than trained on or dropped unseen.
+    """
+    return name.startswith("/") or ".." in name.split("/")
 
 
 def _visible(name: str) -> bool:
