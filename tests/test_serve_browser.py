@@ -162,8 +162,10 @@ def studio(browser, server):
     context, page, watch = open_studio(browser, server.url)
     wait_for_faces(page, 36)
     yield page
+    broken = broken_images(page)
     context.close()
     watch.check()
+    assert not broken, f"broken images on the page: {broken}"
 
 
 def wait_for_faces(page, n: int) -> list[str]:
@@ -172,6 +174,13 @@ def wait_for_faces(page, n: int) -> list[str]:
     page.wait_for_function("""(n) => { const imgs = [...document.querySelectorAll('#faces img')];
         return imgs.length === n && imgs.every((i) => i.complete && i.naturalWidth > 0); }""", arg=n)
     return page.eval_on_selector_all("#faces img", "imgs => imgs.map((i) => i.src)")
+
+
+def broken_images(page) -> list[str]:
+    """The shown images that have nothing to show (no src, or a src that failed to decode): what a
+    browser draws as a broken-image icon with its alt text."""
+    return page.eval_on_selector_all("img", """imgs => imgs.filter((i) => i.offsetParent !== null
+        && (!i.getAttribute('src') || (i.complete && i.naturalWidth === 0))).map((i) => i.id || i.alt)""")
 
 
 def face_sizes(page) -> set[tuple[int, int]]:
@@ -259,9 +268,15 @@ def test_faces_set_as_a_and_b_give_a_walk_to_scrub(studio):
     expect(scrub).to_be_disabled()
     expect(studio.locator("#walk-frame")).to_be_hidden()  # no empty frame before there is a walk
     expect(studio.locator("#walk-gif")).to_be_hidden()
+    expect(studio.locator("#a-slot")).to_be_visible()  # empty placeholders, not broken images, until faces are picked
+    expect(studio.locator("#a-img")).to_be_hidden()
+    assert broken_images(studio) == []
     studio.locator("#faces button").nth(0).click()
     studio.click("#set-a")
     expect(studio.locator("#faces button").nth(0)).to_have_class(re.compile(r"\ba\b"))
+    expect(studio.locator("#a-img")).to_be_visible()
+    expect(studio.locator("#a-slot")).to_be_hidden()
+    expect(studio.locator("#b-slot")).to_be_visible()
     expect(scrub).to_be_disabled()  # one face is no walk yet
     studio.locator("#faces button").nth(5).click()
     studio.click("#set-b")
