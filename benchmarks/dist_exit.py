@@ -4,9 +4,9 @@
 
 One fresh run of the `quick` preset, then RESUMES resumes of it, each adding one short budget and
 run to its end through ``facegan train --nproc N`` (or ``torchrun --standalone``). A resume counts
-as clean when the launcher exits 0 and no rank printed "terminate called" (the C++ abort seen at
-interpreter shutdown before the fix). Run it alone: it is the exits under real timing that matter.
-Prints one table row per launcher; the failures, if any, with the first lines of their stderr.
+as clean when the launcher exits 0 within TIMEOUT_S and no rank printed "terminate called" (the
+C++ abort seen at interpreter shutdown before the fix). Run it alone: it is the exits under real
+timing that matter. Prints one table row; the failures, if any, with the end of their stderr.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from machine import describe  # noqa: E402
 
 STEP_IMAGES = 640  # each invocation adds 10 steps of batch 64
+TIMEOUT_S = 180  # one invocation takes ≈7 s on 2 cores; longer is a hang
 
 
 def command(launcher: str, ranks: int, args: list[str]) -> list[str]:
@@ -51,8 +52,13 @@ def main() -> None:
         t0 = time.time()
         for i in range(a.resumes + 1):
             args = fresh if i == 0 else ["train", "--resume", str(run), "--no-progress"]
-            p = subprocess.run(command(a.launcher, a.ranks, [*args, "--max-images", str(STEP_IMAGES * (i + 1))]),
-                               capture_output=True, text=True, env=env)
+            try:
+                p = subprocess.run(command(a.launcher, a.ranks, [*args, "--max-images", str(STEP_IMAGES * (i + 1))]),
+                                   capture_output=True, text=True, env=env, timeout=TIMEOUT_S)
+            except subprocess.TimeoutExpired as e:  # a rank hung at exit: a failure too (the launcher is killed)
+                err = e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or "")
+                failures.append((i, -9, f"hung: no exit after {TIMEOUT_S} s; {err[-200:]}"))
+                continue
             if p.returncode != 0 or "terminate called" in p.stderr:
                 failures.append((i, p.returncode, p.stderr.strip()[-300:]))
         seconds = time.time() - t0

@@ -98,7 +98,7 @@ def hostile_zip(path: Path, rng: random.Random, good: int = 4) -> dict[str, str]
             zf.writestr(f"good{i}.png", good_image(rng))
         zf.writestr("encrypted.png", good_image(rng))
         made["encrypted.png"] = "encrypted"
-        for unsafe in ("../escape.png", "faces/../../up.png", "/absolute.png"):  # good images under crafted paths
+        for unsafe in ("../escape.png", "faces/../../up.png", "/absolute.png", "..\\win.png", "C:/drive.png"):  # good images, crafted paths
             zf.writestr(unsafe, good_image(rng))
             made[unsafe] = "unsafe path in the archive"
         zf.writestr("deflate64.png", good_image(rng))

@@ -60,7 +60,7 @@ def test_resume_is_bit_identical(tmp_path, tiny_cfg):
     assert steps == sorted(set(steps)) and steps[-1] == 12
 
 
-def test_resume_takes_the_run_folder_or_its_newest_checkpoint_file(tiny_cfg, tmp_path):
+def test_resume_takes_the_run_folder_or_its_newest_checkpoint_file(tiny_cfg, tmp_path, monkeypatch):
     from test_cli import facegan_in_process
 
     run = train(tiny_cfg, progress=False).run
@@ -68,12 +68,16 @@ def test_resume_takes_the_run_folder_or_its_newest_checkpoint_file(tiny_cfg, tmp
     p = facegan_in_process("train", "--resume", newest, "--max-images", 16 * 10, "--no-progress", "--out", tmp_path / "elsewhere")
     assert p.returncode == 0 and "the run is at step 10" in p.stdout and f"run folder : {run}" in p.stdout, p.stderr
     assert checkpoint.read_meta(run)["step"] == 10 and not (tmp_path / "elsewhere").exists()
+    assert "note: --out is ignored with --resume" in p.stderr
     older = checkpoint.list_checkpoints(run)[0]
     for bad, why in ((older, f"continues a run from its newest checkpoint (ckpt-00000010.safetensors), not from {older.name}; "
                               f"give the run folder: --resume {run}"),
                      (run / "config.json", "takes a run folder (the --out of a training run), not the file")):
         p = facegan_in_process("train", "--resume", bad, "--max-images", 16 * 12, "--no-progress")
         assert p.returncode == 2 and p.stderr.startswith("error: --resume ") and why in p.stderr, p.stderr
+    monkeypatch.chdir(run / "checkpoints")  # a bare file name, given from inside the run's checkpoints folder
+    p = facegan_in_process("train", "--resume", older.name, "--max-images", 16 * 12, "--no-progress")
+    assert p.returncode == 2 and f"not from {older.name}" in p.stderr, p.stderr
     assert checkpoint.read_meta(run)["step"] == 10  # nothing trained by a refused resume
 
 

@@ -157,8 +157,10 @@ def train(
 
     budget = dict(max_images=max_images, epochs=epochs, max_time=max_time)
     if resume is not None:
-        if src is not None or preset is not None:
-            typer.echo("note: SRC and --preset are ignored with --resume; the run's saved config is used", err=True)
+        ignored = [name for name, given in (("SRC", src), ("--preset", preset), ("--out", out)) if given is not None]
+        if ignored:
+            typer.echo(f"note: {', '.join(ignored)} {'is' if len(ignored) == 1 else 'are'} ignored with --resume; "
+                       "the run's saved config and folder are used", err=True)
         cfg = resume_config(resume, device=device, precision=precision, channels_last=channels_last, tf32=tf32,
                             compile=use_compile, resident=resident, tensorboard=tensorboard, log_every=log_every, sample_every=sample_every,
                             ckpt_every=ckpt_every, keep=keep, eval_every=eval_every, eval_n=eval_n,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sys
 import threading
 import time
 import warnings
@@ -64,16 +65,20 @@ class Dist:
     world: int = 1
     local_rank: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    step: int = 0  # what the heartbeat reports; the training loop keeps it current
     _ctrl: Any = None
-    # Python handles on the process groups, released only when this Dist is freed. A group's last
-    # reference must be a Python one: released from C++ (DDP's reducer), gloo's destructor runs
-    # holding the GIL and waits for its worker threads, one of which may still be freeing a finished
-    # collective's tensors and wait for the GIL in turn, a deadlock seen at the end of a run (issue
-    # #27). So every DDP wrapper holds its Dist (see ``ddp``), and the Dist outlives the reducer.
-    _groups: tuple = ()
+    _progress: list[int] = field(default_factory=lambda: [0])  # [step], shared with the heartbeat thread
     _stop: threading.Event = field(default_factory=threading.Event)
     _beat: threading.Thread | None = None
+    _wrapped: list[nn.Module] = field(default_factory=list)  # the DDP wrappers made by ``ddp``, retired by ``close``
+
+    @property
+    def step(self) -> int:
+        """Steps taken so far, which the heartbeat reports; the training loop keeps it current."""
+        return self._progress[0]
+
+    @step.setter
+    def step(self, value: int) -> None:
+        self._progress[0] = value
 
     @property
     def is_main(self) -> bool:
@@ -110,40 +115,48 @@ class Dist:
             raise FaceganError(f"could not join the other {world - 1} rank(s) ({e}); check that every node "
                                "uses the same --rdzv-endpoint and that its port is reachable") from None
         d = cls(rank, world, local, device)
-        d._ctrl = tdist.new_group(backend="gloo", timeout=timeout) if backend != "gloo" else tdist.group.WORLD
-        d._groups = (tdist.group.WORLD, d._ctrl)
-        d._beat = threading.Thread(target=d._heartbeat, args=(_beat_store(),), name="facegan-heartbeat", daemon=True)
-        d._beat.start()
+        try:
+            d._ctrl = tdist.new_group(backend="gloo", timeout=timeout) if backend != "gloo" else tdist.group.WORLD
+        except (RuntimeError, ValueError) as e:
+            tdist.destroy_process_group()
+            raise FaceganError(f"could not set up the control group with the other {world - 1} rank(s) ({e})") from None
+        store = _beat_store()
+        if store is not None:  # without one, lost() names no rank; nothing else needs it
+            # the thread gets the store, the stop flag and the step cell: never the Dist, never a group
+            d._beat = threading.Thread(target=_heartbeat, args=(store, rank, d._stop, d._progress),
+                                       name="facegan-heartbeat", daemon=True)
+            d._beat.start()
         return d
 
     def close(self) -> None:
-        """Stop the heartbeat and wait for its thread to end, then leave the process group.
+        """Stop the heartbeat and wait for its thread, retire the DDP wrappers, then leave the groups.
 
-        The join is what lets a finished run exit 0 on every rank (issue #27). Unjoined, the
-        heartbeat thread could still be running when the interpreter shut down, holding this Dist
-        (so the process group) or inside a store write; its last release of either runs a C++
-        destructor that gives up the GIL, and a thread that asks for the GIL back during shutdown
-        is ended by ``pthread_exit``, whose unwinding through that ``noexcept`` code calls
-        ``std::terminate``: "terminate called without an active exception", SIGABRT, after the
-        checkpoint was written. Without leaving the group, gloo aborts at exit after a failure.
-
-        The groups' handles stay on this Dist until it is freed, on this thread: see ``_groups``.
+        This order is what lets a finished run exit 0 on every rank, every time (issue #27):
+        - an unjoined heartbeat thread could still be running when the interpreter shut down, and
+          its last release of a process group or store runs a C++ destructor that gives up the GIL;
+          a thread that asks for the GIL back during shutdown is ended by ``pthread_exit``, whose
+          unwinding through ``noexcept`` code calls ``std::terminate`` ("terminate called without
+          an active exception", SIGABRT, after the checkpoint was written);
+        - a group must never be freed from C++ while this thread holds the GIL: gloo's destructor
+          waits for its worker threads, one of which may still be freeing a finished collective's
+          tensors and need the GIL, a deadlock. DDP's reducer is the C++ owner that could hold the
+          last reference, so it goes first, while the groups are still registered; every owner
+          left is a Python handle, whose release gives up the GIL while the group is destroyed.
+        Without leaving the groups, gloo aborts at exit after a failure.
         """
         self._stop.set()
-        if self._beat is not None:  # its writes time out after BEAT_WRITE_S, so this cannot hang
+        if self._beat is not None:  # each of its writes times out after BEAT_WRITE_S
             self._beat.join(HEARTBEAT_S + BEAT_WRITE_S + 1.0)
+            if self._beat.is_alive():
+                print("warning: the heartbeat thread did not stop: its rendezvous store is not answering", file=sys.stderr)
             self._beat = None
+        for wrapped in self._wrapped:
+            _retire(wrapped)
+        self._wrapped.clear()
         if self.active and tdist.is_initialized():
             try:
                 tdist.destroy_process_group()
             except Exception:  # noqa: BLE001 - a broken group is being thrown away anyway
-                pass
-
-    def _heartbeat(self, store: Any) -> None:
-        while store is not None and not self._stop.wait(HEARTBEAT_S):
-            try:
-                store.set(f"facegan/alive/{self.rank}", f"{time.time():.3f} {self.step}")
-            except Exception:  # noqa: BLE001 - a slow or vanished store host: a failing collective will say so
                 pass
 
     # ---- collectives (no-ops with one process) ---------------------------------------------------
@@ -319,8 +332,31 @@ def ddp(module: nn.Module, d: Dist) -> nn.Module:
         warnings.filterwarnings("ignore", message=".*broadcast_buffers.*")
         ids = [d.device.index] if d.device.type == "cuda" else None
         wrapped = DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
-    wrapped.facegan_dist = d  # freed after the reducer: the process group outlives it (see Dist._groups)
+    d._wrapped.append(wrapped)  # its reducer is freed by Dist.close, before the groups (see there)
     return wrapped
+
+
+def _retire(wrapped: nn.Module) -> None:
+    """Free a DDP wrapper's C++ reducer now, and the logger that holds it, so that no C++ object is
+    left to release a process group's last reference later, holding the GIL (see :meth:`Dist.close`).
+    The wrapper can no longer train afterwards; its module and parameters are untouched."""
+    for name in ("logger", "reducer"):  # DDP's own attributes, stable since torch 1.9
+        if name in wrapped.__dict__:
+            setattr(wrapped, name, None)
+
+
+def _heartbeat(store: Any, rank: int, stop: threading.Event, progress: list[int]) -> None:
+    """Write "alive at step N" into the store every HEARTBEAT_S until ``stop``; what :meth:`Dist.lost` reads.
+
+    A failed write (a slow or vanished store host) is tried again a period later rather than
+    ending the beat, so a slow store cannot make this rank look dead; the failing collective says
+    what really went wrong.
+    """
+    while not stop.wait(HEARTBEAT_S):
+        try:
+            store.set(f"facegan/alive/{rank}", f"{time.time():.3f} {progress[0]}")
+        except Exception:  # noqa: BLE001 - see above
+            pass
 
 
 def _store() -> Any:
@@ -335,14 +371,14 @@ def _store() -> Any:
 
 def _beat_store() -> Any:
     """The heartbeat's own connection to the rendezvous store, each write bounded by BEAT_WRITE_S
-    (the shared one waits as long as --dist-timeout), so that :meth:`Dist.close` can always join it."""
-    store = _store()
+    (the shared one waits as long as --dist-timeout), so that :meth:`Dist.close` can always join
+    it; None where there is none."""
     try:
-        beat = store.clone()
+        beat = _store().clone()
         beat.set_timeout(timedelta(seconds=BEAT_WRITE_S))
         return beat
-    except Exception:  # noqa: BLE001 - no store, or a store that cannot be cloned: share it
-        return store
+    except Exception:  # noqa: BLE001 - no store, or one that cannot be cloned: no heartbeat rather than an unbounded one
+        return None
 
 
 def _tell_failed(rank: int, e: BaseException) -> None:

@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 
 from facegan.errors import FaceganError
 
@@ -47,8 +48,10 @@ def relaunch(nproc: int, argv: list[str] | None = None) -> int:
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # its chatter; failures are reported below
     if "OMP_NUM_THREADS" not in os.environ:  # share the cores instead of torchrun's silent 1 thread per rank
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
-    args = parse_args(["--standalone", "--nproc-per-node", str(nproc), "--shutdown-timeout", str(SHUTDOWN_S), "--module", "facegan",
-                       *strip_nproc(list(sys.argv[1:] if argv is None else argv))])
+    # torchrun's per-rank error files go to a folder it never removes (/tmp/torchelastic_*, one per run): ours is removed
+    logs = tempfile.TemporaryDirectory(prefix="facegan-torchrun-")
+    args = parse_args(["--standalone", "--nproc-per-node", str(nproc), "--shutdown-timeout", str(SHUTDOWN_S), "--log-dir", logs.name,
+                       "--module", "facegan", *strip_nproc(list(sys.argv[1:] if argv is None else argv))])
     try:
         run(args)
     except ChildFailedError as e:  # the first rank to fail is the cause; torchrun then stopped the others
@@ -58,4 +61,6 @@ def relaunch(nproc: int, argv: list[str] | None = None) -> int:
         return first.exitcode if first.exitcode > 0 else 1
     except SignalException as e:
         return 128 + int(e.sigval) if e.sigval != signal.SIGINT else 130
+    finally:
+        logs.cleanup()
     return 0

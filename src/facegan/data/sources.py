@@ -115,7 +115,7 @@ class ZipSource(Source):
             except (OSError, zipfile.BadZipFile) as e:  # the archive itself changed or vanished: stop, once
                 raise FaceganError(f"cannot read archive {self.root} any more: {e}") from None
         if _unsafe_member(self.names[i]):
-            raise BadImage("unsafe path in the archive ('..' or absolute): not read")
+            raise BadImage("unsafe path in the archive ('..', absolute or a drive): not read")
         info = self._zip.getinfo(self.names[i])
         if info.flag_bits & 0x1:
             raise BadImage("encrypted zip member")
@@ -264,7 +264,7 @@ def _open_zip(path: Path, include_fake: bool) -> Source:
         for m in members
         if not m.endswith("/")
         and m.lower().endswith(IMAGE_EXTENSIONS)
-        and all(_visible(part) or part == ".." for part in m.split("/"))  # hidden files are not data; ".." is refused by name
+        and all(_visible(part) or part == ".." for part in re.split(r"[\\/]", m))  # hidden files are not data; ".." is refused by name
     )
     kind, names = _classify(images, path.stem, "zip", include_fake)
     if not names:
@@ -298,7 +298,8 @@ def _unsafe_member(name: str) -> bool:
     Reading it in place would be harmless, but such a path is a sign of a crafted archive, so it is
     skipped and named like every other refused file rather than trained on or dropped unseen.
     """
-    return name.startswith("/") or ".." in name.split("/")
+    parts = re.split(r"[\\/]", name)  # a zip made on Windows may separate with backslashes
+    return name.startswith(("/", "\\")) or ".." in parts or bool(re.match(r"[A-Za-z]:", name))
 
 
 def _visible(name: str) -> bool:

@@ -141,11 +141,11 @@ def resume_folder(path: str | Path) -> Path:
     An older checkpoint, ``best.safetensors`` or a file outside a run is a one-line error: a run
     continues from its newest checkpoint only (its log and later checkpoints would contradict it).
     """
-    p = Path(path)
+    p = Path(path).expanduser()
     if not p.is_file():
         return p  # a folder, or nothing there: reading its checkpoint says which
-    run = p.parent.parent
-    saved = checkpoint.list_checkpoints(run) if p.parent.name == "checkpoints" else []
+    run = p.absolute().parent.parent  # absolute: a bare ckpt-N.safetensors given from inside RUN/checkpoints
+    saved = checkpoint.list_checkpoints(run) if p.absolute().parent.name == "checkpoints" else []
     if saved and p.resolve() == saved[-1].resolve():
         return run
     if saved:
