@@ -7,8 +7,8 @@
 - two "nodes" (two torchrun launchers with a c10d rendezvous) train and checkpoint;
 - ``--nproc 2`` then SIGTERM: every rank stops after the same step, one checkpoint, resumable;
 - distributed generate writes byte-identical files; distributed evaluate gives the same metrics;
-- every rank exits cleanly, every time: the heartbeat thread is joined and the process group is
-  freed on the main thread, with nothing left to abort the interpreter's shutdown (issue #27).
+- every rank exits cleanly, every time: the heartbeat thread is joined and the DDP reducers are
+  retired before the groups go, with nothing left to abort the interpreter's shutdown (issue #27).
 """
 
 from __future__ import annotations
@@ -148,12 +148,17 @@ def test_two_rank_resume_is_exact_and_continues_on_one_rank(tmp_path):
 
 # ---- real launches: torchrun, facegan --nproc, killed ranks ----------------------------------
 
-def _facegan_ranks(world: int, *args: object, env: dict | None = None) -> list[subprocess.Popen]:
+def _rank_procs(world: int, *argv: object, env: dict | None = None) -> list[subprocess.Popen]:
+    """``python ARGV`` as ``world`` ranks, with the environment torchrun would give each."""
     port = _port()
-    return [subprocess.Popen([sys.executable, "-m", "facegan", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    return [subprocess.Popen([sys.executable, *map(str, argv)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True, env={**ENV, **(env or {}), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(r),
                                              "WORLD_SIZE": str(world), "LOCAL_RANK": str(r), "LOCAL_WORLD_SIZE": str(world)})
             for r in range(world)]
+
+
+def _facegan_ranks(world: int, *args: object, env: dict | None = None) -> list[subprocess.Popen]:
+    return _rank_procs(world, "-m", "facegan", *args, env=env)
 
 
 TRAIN = ("train", "procedural:128", "--preset", "quick", "--batch", "16", "--device", "cpu", "--precision", "fp32",
@@ -347,12 +352,8 @@ sys.exit(2 if how == "error" else 0)
 def _exit_pair(tmp_path: Path, how: str) -> list[tuple[int, str, str]]:
     script = tmp_path / "leave.py"
     script.write_text(EXIT_SCRIPT)
-    port = _port()
-    procs = [subprocess.Popen([sys.executable, str(script), how], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env={**ENV, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(r),
-                                   "WORLD_SIZE": "2", "LOCAL_RANK": str(r), "LOCAL_WORLD_SIZE": "2"}) for r in range(2)]
     outs = []
-    for p in procs:
+    for p in _rank_procs(2, script, how):
         try:
             out, err = p.communicate(timeout=60)
         except subprocess.TimeoutExpired:  # a deadlock at teardown

@@ -264,7 +264,7 @@ def _open_zip(path: Path, include_fake: bool) -> Source:
         for m in members
         if not m.endswith("/")
         and m.lower().endswith(IMAGE_EXTENSIONS)
-        and all(_visible(part) or part == ".." for part in re.split(r"[\\/]", m))  # hidden files are not data; ".." is refused by name
+        and all(_visible(part) or part == ".." for part in _member_parts(m))  # hidden files are not data; ".." is refused by name
     )
     kind, names = _classify(images, path.stem, "zip", include_fake)
     if not names:
@@ -298,8 +298,13 @@ def _unsafe_member(name: str) -> bool:
     Reading it in place would be harmless, but such a path is a sign of a crafted archive, so it is
     skipped and named like every other refused file rather than trained on or dropped unseen.
     """
-    parts = re.split(r"[\\/]", name)  # a zip made on Windows may separate with backslashes
-    return name.startswith(("/", "\\")) or ".." in parts or bool(re.match(r"[A-Za-z]:", name))
+    parts = _member_parts(name)
+    return parts[0] == "" or ".." in parts or bool(re.fullmatch(r"[A-Za-z]:", parts[0]))  # absolute, climbing, a drive
+
+
+def _member_parts(name: str) -> list[str]:
+    """A zip member's path components; a zip made on Windows may separate them with backslashes."""
+    return re.split(r"[\\/]", name)
 
 
 def _visible(name: str) -> bool:

@@ -125,9 +125,10 @@ def start(cfg: TrainConfig | SRTrainConfig, resume: bool) -> TrainConfig | SRTra
     would remove it under each other).
     """
     validate(cfg)
-    run = checks.output_dir("--out", cfg.out) if env_world()[0] == 0 else Path(cfg.out)
-    if env_world()[0] == 0:  # what a killed run was writing (config, log, checkpoint, grid) goes now
-        for folder in (run, run / "checkpoints", run / "samples"):
+    run = Path(cfg.out)
+    if env_world()[0] == 0:
+        run = checks.output_dir("--out", cfg.out)
+        for folder in (run, run / "checkpoints", run / "samples"):  # what a killed run was writing goes now
             sweep_stale(folder)
     if not resume and checkpoint.list_checkpoints(run):
         raise FaceganError(f"{run} already holds a run; continue it with --resume, or pick another --out")
@@ -144,8 +145,9 @@ def resume_folder(path: str | Path) -> Path:
     p = Path(path).expanduser()
     if not p.is_file():
         return p  # a folder, or nothing there: reading its checkpoint says which
-    run = p.absolute().parent.parent  # absolute: a bare ckpt-N.safetensors given from inside RUN/checkpoints
-    saved = checkpoint.list_checkpoints(run) if p.absolute().parent.name == "checkpoints" else []
+    folder = p.absolute().parent  # absolute: a bare ckpt-N.safetensors given from inside RUN/checkpoints
+    run = folder.parent
+    saved = checkpoint.list_checkpoints(run) if folder.name == "checkpoints" else []
     if saved and p.resolve() == saved[-1].resolve():
         return run
     if saved:
