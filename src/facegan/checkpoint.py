@@ -216,6 +216,8 @@ def _expected(meta: dict[str, Any]) -> tuple[dict[str, Spec], dict[str, Spec]]:
             raise FaceganError(f"{key!r} is {meta.get(key)!r}, expected a count ≥ 0")
     if "fid" in meta and not isinstance(meta["fid"], (int, float)):
         raise FaceganError(f"'fid' is {meta['fid']!r}, expected a number")
+    if "d_features" in meta and not isinstance(meta["d_features"], str):
+        raise FaceganError(f"'d_features' is {meta['d_features']!r:.40}, expected the name of feature weights")
     kind = meta.get("kind")
     if kind not in (None, UPSCALER):
         raise FaceganError(f"unknown checkpoint kind {kind!r}")
@@ -224,7 +226,7 @@ def _expected(meta: dict[str, Any]) -> tuple[dict[str, Spec], dict[str, Spec]]:
     # not make an older run unreadable.
     cfg = saved_config(kind, meta.get("config"))
     with torch.device("meta"):  # shapes without memory, whatever the config claims
-        nets = dict(zip(("SR", "D"), build_sr(cfg.model))) if kind == UPSCALER else dict(zip(("G", "D"), build(cfg.model)))
+        nets = dict(zip(("SR", "D"), build_sr(cfg.model))) if kind == UPSCALER else dict(zip(("G", "D"), build(cfg.model, pretrained=False)))
     trained = {"optSR": "SR", "optD": "D"} if kind == UPSCALER else {"optG": "G", "optD": "D"}
     if kind == UPSCALER and cfg.adv <= 0:  # the critic is saved only when it is trained
         del nets["D"], trained["optD"]

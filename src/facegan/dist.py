@@ -219,13 +219,14 @@ class Dist:
         return (result,)
 
     def sync_buffers(self, modules: Iterable[nn.Module]) -> None:
-        """Make every buffer identical on all ranks: float ones (BatchNorm running statistics) are
-        averaged, the rest (counters, spectral norm's u/v are float but broadcast) come from rank 0."""
+        """Make every buffer identical on all ranks: BatchNorm running statistics are averaged, the rest
+        (counters, spectral norm's u/v, the projected D's fixed projections) come from rank 0 — an
+        average of equal values can still move them by a rounding step."""
         if not self.active:
             return
         for m in modules:
             for name, b in m.named_buffers():
-                if b.is_floating_point() and not name.endswith(("_u", "_v")):
+                if name.endswith(("running_mean", "running_var")):
                     self.mean_(b.data)
                 else:
                     tdist.broadcast(b.data, 0)

@@ -149,7 +149,7 @@ def _evaluations(run: Path, records: list[dict]) -> str:
         parts.append(f"<h3>facegan evaluate</h3>\n<table>{head}{body}</table>")
     periodic = [r for r in records if "fid" in r]
     if periodic:
-        cols = ["step", "images", "fid", "kid_mean", "kid_std", "eval_n"]
+        cols = list(dict.fromkeys(k for r in periodic for k in r))  # whatever --eval-metrics measured
         head = "<tr>" + "".join(f"<th>{c}</th>" for c in cols) + "</tr>"
         body = "".join("<tr>" + "".join(_cell(r.get(c, "")) for c in cols) + "</tr>" for r in periodic)
         parts.append(f"<h3>periodic evaluations during training</h3>\n<table>{head}{body}</table>")

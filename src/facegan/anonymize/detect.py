@@ -14,7 +14,6 @@ Which detector is the default was decided by recall and precision on real faces
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -23,8 +22,8 @@ from typing import Callable
 import numpy as np
 
 from facegan.errors import FaceganError
+from facegan.facemodels import model_file, require
 
-EXTRA = "pip install 'facegan[anonymize]'"
 DETECTORS = ("hog", "cnn", "haar")  # --detector choices
 # every candidate is obscured, so recall over candidates decides: HOG and the CNN found all 40 real
 # faces (HOG 0.19 s a 640×480 scene, the CNN 13.4 s), the cascade 90 % (docs/benchmarks.md)
@@ -54,26 +53,6 @@ class Face:
     @property
     def side(self) -> int:
         return min(self.box[2] - self.box[0], self.box[3] - self.box[1])
-
-
-def require(module: str):
-    """Import one of the anonymize extra's modules, or stop with a one-line error naming the extra."""
-    try:
-        return __import__(module)
-    except ImportError:
-        raise FaceganError(f"anonymizing needs {module}, part of the anonymize extra: {EXTRA}") from None
-
-
-def model_file(name: str) -> str:
-    """The path of one of face-recognition-models' weight files, found without importing the package
-    (its ``__init__`` imports pkg_resources, which recent setuptools no longer ships)."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise FaceganError(f"anonymizing needs face-recognition-models (dlib's weights), part of the anonymize extra: {EXTRA}")
-    path = Path(next(iter(spec.submodule_search_locations))) / "models" / name
-    if not path.is_file():
-        raise FaceganError(f"face-recognition-models is installed without {name}: reinstall it ({EXTRA})")
-    return str(path)
 
 
 Detector = Callable[[np.ndarray], list[Face]]

@@ -53,6 +53,11 @@ class ModelConfig:
     d_mbstd: append minibatch standard deviation as a feature before D's head (Karras et al.
         2018), so D can see a batch of too-similar fakes: a counter-pressure on mode collapse.
     d_head: "conv" = k×k valid convolution to one logit (classic), "linear" = flatten + dense.
+    d_arch: "dcgan" = the discriminator above (every seed project), "projected" = frozen
+        EfficientNet-Lite0 features, fixed random mixing and four small discriminators
+        (models/projected.py); the d_* fields above then do not apply.
+    d_feat_res: with d_arch "projected", the side images are resized to before the feature net
+        (a multiple of 32): what D sees, and what its step costs.
     """
 
     res: int = 64
@@ -72,6 +77,8 @@ class ModelConfig:
     d_dropout: float = 0.0
     d_mbstd: bool = False
     d_head: Literal["conv", "linear"] = "conv"
+    d_arch: Literal["dcgan", "projected"] = "dcgan"
+    d_feat_res: int = 128
 
     def __post_init__(self) -> None:
         if self.res not in SUPPORTED_RES:
@@ -86,7 +93,8 @@ class ModelConfig:
         for name, value, allowed in (("g_entry", self.g_entry, ("convT", "linear")), ("g_act", self.g_act, ("relu", "leaky")),
                                      ("g_up", self.g_up, ("convT", "resize")), ("g_norm", self.g_norm, ("batch", "none")),
                                      ("d_head", self.d_head, ("conv", "linear")),
-                                     ("d_norm", self.d_norm, ("batch", "none", "spectral"))):
+                                     ("d_norm", self.d_norm, ("batch", "none", "spectral")),
+                                     ("d_arch", self.d_arch, ("dcgan", "projected"))):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
         # Bounds far above any face net (the widest preset has 1024 maps), so that a config can
@@ -96,6 +104,8 @@ class ModelConfig:
                                     ("g_pre", self.g_pre, 0, 8), ("g_post", self.g_post, 0, 8)):
             if not lo <= value <= hi:
                 raise ValueError(f"{name} must be in {lo} … {hi}, got {value}")
+        if self.d_feat_res % 32 or not 64 <= self.d_feat_res <= 256:
+            raise ValueError(f"d_feat_res must be a multiple of 32 in 64 … 256, got {self.d_feat_res}")
         if not 0 <= self.d_dropout < 1:
             raise ValueError(f"d_dropout must be in [0, 1), got {self.d_dropout}")
 
@@ -288,9 +298,18 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return y.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
-def build(cfg: ModelConfig) -> tuple[Generator, Discriminator]:
-    """Freshly initialised (G, D) for a config."""
-    return Generator(cfg), Discriminator(cfg)
+def build(cfg: ModelConfig, pretrained: bool = True) -> tuple[Generator, nn.Module]:
+    """Freshly initialised (G, D) for a config (G first: the same G init whatever the D).
+
+    ``pretrained`` False builds a projected D without reading its feature weights (to check a
+    checkpoint's shapes, on the meta device).
+    """
+    G = Generator(cfg)
+    if cfg.d_arch == "projected":
+        from facegan.models.projected import ProjectedDiscriminator  # imports dcgan's neighbours only
+
+        return G, ProjectedDiscriminator(cfg, pretrained)
+    return G, Discriminator(cfg)
 
 
 def n_params(m: nn.Module) -> int:

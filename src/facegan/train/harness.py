@@ -163,7 +163,8 @@ def resume_config(run: str | Path, **overrides: Any) -> TrainConfig | SRTrainCon
     meta = checkpoint.read_meta(run)
     cfg = checkpoint.saved_config(meta.get("kind"), meta["config"])
     allowed = BUDGETS | {"device", "precision", "channels_last", "tf32", "compile", "resident", "tensorboard",
-                         "log_every", "sample_every", "ckpt_every", "keep", "eval_every", "eval_n", "dist_timeout"}
+                         "log_every", "sample_every", "ckpt_every", "keep", "eval_every", "eval_n", "eval_metrics",
+                         "dist_timeout"}
     given = {k: v for k, v in overrides.items() if v is not None and k in allowed & {f.name for f in fields(cfg)}}
     if BUDGETS & given.keys():
         cfg = replace(cfg, max_images=None, epochs=None, max_time=None)

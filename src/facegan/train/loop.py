@@ -29,7 +29,9 @@ from facegan.data.loader import BatchSampler, to_model_input
 from facegan.device import autocast as device_autocast
 from facegan.device import configure, pick_precision, resident_images
 from facegan.dist import ddp
-from facegan.models.dcgan import Discriminator, Generator, build
+from facegan.errors import FaceganError
+from facegan.models import efficientnet_lite
+from facegan.models.dcgan import Generator, build
 from facegan.train import augment, ema, loss
 from facegan.train.harness import Harness, TrainResult, Trainer, append_jsonl
 
@@ -114,6 +116,9 @@ class GANTrainer(Trainer):
                       self.h.device)
 
     def restore(self, tensors: dict, meta: dict) -> None:
+        if self.cfg.model.d_arch == "projected" and meta.get("d_features") != efficientnet_lite.ID:
+            raise FaceganError(f"this run's discriminator was trained on feature weights {meta.get('d_features')!r}, "
+                               f"not the installed {efficientnet_lite.ID!r}; it cannot continue with other features")
         for name, net in (("G", self.G), ("D", self.D), ("G_ema", self.G_ema)):
             if net is not None:
                 net.load_state_dict(checkpoint.module_state(tensors, name))
@@ -139,8 +144,8 @@ class GANTrainer(Trainer):
 
 
 class PeriodicFID:
-    """FID/KID of eval_n faces every eval_every steps (Inception batches shared over the ranks);
-    the best-FID state is kept as checkpoints/best.safetensors."""
+    """``eval_metrics`` (FID, KID by default) of eval_n faces every eval_every steps (Inception batches
+    shared over the ranks); the best-FID state is kept as checkpoints/best.safetensors."""
 
     def __init__(self, t: GANTrainer) -> None:
         from facegan.metrics.evaluate import Evaluator  # only runs that evaluate need the metrics extra
@@ -152,22 +157,25 @@ class PeriodicFID:
 
     def __call__(self, step: int) -> None:
         t, h, cfg = self.t, self.t.h, self.t.cfg
-        res = self.evaluator.of_generator(t.shown(), cfg.eval_n, names=("fid", "kid"), seed=cfg.seed)
-        rec = {"step": step, "images": step * cfg.batch, "fid": res["fid"], "kid_mean": res["kid_mean"],
-               "kid_std": res["kid_std"], "eval_n": cfg.eval_n}
+        names = [n.strip() for n in cfg.eval_metrics.split(",") if n.strip()]
+        res = self.evaluator.of_generator(t.shown(), cfg.eval_n, names=names, seed=cfg.seed)
+        scores = {k: v for k, v in res.items() if k not in ("n_real", "n_fake", "seconds_metrics")}
+        rec = {"step": step, "images": step * cfg.batch, **scores, "eval_n": cfg.eval_n}
         h.dist.on_main(lambda: self.write(rec))
         if h.dist.agree_max(int(res["fid"] < self.best)):  # one decision for all ranks: saving is collective
             self.best = min(self.best, res["fid"])
             h.save_best(t, {"fid": self.best})
         if h.progress:
-            tqdm.write(f"step {step}: FID {res['fid']:.2f} (best {self.best:.2f}), KID {res['kid_mean']:.4f}")
+            more = "".join(f", {k} {v:.4g}" for k, v in scores.items() if k != "fid")
+            tqdm.write(f"step {step}: FID {res['fid']:.2f} (best {self.best:.2f}){more}")
 
     def write(self, rec: dict[str, Any]) -> None:
         h = self.t.h
         append_jsonl(h.run_dir / "metrics.jsonl", rec)
         if h.tb is not None:
-            h.tb.add_scalar("eval/fid", rec["fid"], rec["images"])
-            h.tb.add_scalar("eval/kid", rec["kid_mean"], rec["images"])
+            for k, v in rec.items():
+                if k not in ("step", "images", "eval_n"):
+                    h.tb.add_scalar(f"eval/{'kid' if k == 'kid_mean' else k}", v, rec["images"])
 
 
 @dataclass(frozen=True)
@@ -228,7 +236,7 @@ def gan_step(G: torch.nn.Module, D: torch.nn.Module, opt_g: torch.optim.Optimize
                             score(fake_logits.detach().float()).mean(), penalty.detach().float()])
 
 
-def _state(step: int, per_step: int, cfg: TrainConfig, G: Generator, D: Discriminator, G_ema: Generator | None,
+def _state(step: int, per_step: int, cfg: TrainConfig, G: Generator, D: torch.nn.Module, G_ema: Generator | None,
            opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, gen: torch.Generator,
            device: torch.device) -> tuple[dict, dict]:
     """Everything a checkpoint holds: (tensors, JSON meta)."""
@@ -243,4 +251,6 @@ def _state(step: int, per_step: int, cfg: TrainConfig, G: Generator, D: Discrimi
     tensors.update(checkpoint.pack_rng(gen, device))
     meta = {"config": cfg.to_dict(), "images": step * per_step, "optG": groups_g, "optD": groups_d,
             "torch": torch.__version__}
+    if cfg.model.d_arch == "projected":  # D's frozen features are not in the file: name the weights it needs
+        meta["d_features"] = efficientnet_lite.ID
     return tensors, meta

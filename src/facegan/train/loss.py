@@ -41,8 +41,13 @@ def d_targets(
 
 def d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, real_t: torch.Tensor, fake_t: torch.Tensor,
            kind: str = "bce") -> torch.Tensor:
-    """D's loss: real scores towards real_t / "real", fake scores towards fake_t / "fake"."""
+    """D's loss: real scores towards real_t / "real", fake scores towards fake_t / "fake".
+
+    Scores are (B,) or, from a D with several outputs per image (the projected D's logit maps),
+    (B, L): each image's target then applies to all its L scores, and the loss is their mean.
+    """
     r, f = real_logits.float(), fake_logits.float()
+    real_t, fake_t = _per_score(real_t, r), _per_score(fake_t, f)
     if kind == "bce":
         return F.binary_cross_entropy_with_logits(r, real_t) + F.binary_cross_entropy_with_logits(f, fake_t)
     if kind == "hinge":
@@ -50,6 +55,13 @@ def d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, real_t: torch.T
     if kind == "ls":
         return 0.5 * ((r - real_t) ** 2).mean() + 0.5 * ((f - fake_t) ** 2).mean()
     raise ValueError(f"unknown loss {kind!r}; choose from {', '.join(LOSSES)}")
+
+
+def _per_score(targets: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """(B,) targets broadcast to (B, L) scores; targets already of the scores' shape stay as they are."""
+    if targets.dim() == 1 and scores.dim() > 1:
+        return targets.reshape(-1, *([1] * (scores.dim() - 1))).expand_as(scores)
+    return targets
 
 
 def g_loss(fake_logits: torch.Tensor, kind: str = "bce") -> torch.Tensor:
@@ -69,7 +81,9 @@ def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
 
     Penalising D's gradient on the data manifold keeps it from growing steep cliffs at real
     images, the instability behind late-training collapse. ``real`` must require grad and
-    ``real_logits`` must have been computed from it.
+    ``real_logits`` must have been computed from it. A D with several scores per image (B, L) is
+    penalised on their mean, so γ means the same for either D.
     """
-    (grad,) = torch.autograd.grad(real_logits.float().sum(), real, create_graph=True)
+    per_image = real_logits.float().reshape(len(real_logits), -1).mean(1)  # one score per image, whatever D emits
+    (grad,) = torch.autograd.grad(per_image.sum(), real, create_graph=True)
     return grad.float().pow(2).flatten(1).sum(1).mean()
