@@ -47,7 +47,7 @@ def _blur(x: torch.Tensor) -> torch.Tensor:
 def laplacian_pyramid(images: np.ndarray) -> list[torch.Tensor]:
     """uint8 (N, H, W, C) → float32 NCHW levels, finest first: band-pass levels, then the coarsest
     Gaussian level at MIN_RES."""
-    x = torch.from_numpy(np.asarray(images)).permute(0, 3, 1, 2).float()
+    x = torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).float()  # a copy: memmaps are read-only
     levels = []
     while x.shape[-1] > MIN_RES:
         small = _blur(x)[:, :, ::2, ::2]
