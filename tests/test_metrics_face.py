@@ -67,6 +67,7 @@ def test_swd_refuses_tiny_or_mismatched_images():
 
 
 @dlib_needed
+@pytest.mark.slow
 def test_fd_face_is_zero_for_identical_sets_and_large_for_noise(faces):
     emb = fd_face.embed(faces)
     assert emb.shape == (96, 128) and np.isfinite(emb).all()
@@ -95,6 +96,7 @@ def test_real_faces_detect_at_a_high_rate_and_halves_are_close():
 
 
 @dlib_needed
+@pytest.mark.slow
 def test_registry_runs_face_metrics_without_inception(faces, monkeypatch, tmp_path):
     assert not metrics.need_inception(["faces", "fd_face", "swd"]) and metrics.need_pixels(["swd"])
     monkeypatch.setattr(inception, "extract", lambda *a, **k: pytest.fail("Inception ran for pixel-only metrics"))
