@@ -161,9 +161,7 @@ def score(G: Generator, n: int, refs: Refs, backend: str) -> dict:
                                             seed=SAMPLE_SEED, memo=refs.ref_memo))
     emb = fd_face.embed(faces)  # once for both real sets: dlib's network is the slow part of a score
     for memo, images, key in ((refs.ref_memo, refs.ref_images, "fd_face"), (refs.hold_memo, refs.hold_images, "fd_face_holdout")):
-        if "fd_face" not in memo:
-            memo["fd_face"] = fd_face.embed(images)
-        r[key] = fd_face.fd_face(memo["fd_face"], emb)
+        r[key] = fd_face.fd_face(fd_face.reference(memo, images), emb)
     r["fid_holdout"] = metrics.compute(["fid"], metrics.MetricInput(real=refs.hold, fake=feats))["fid"]
     return r
 

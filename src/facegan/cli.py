@@ -693,7 +693,7 @@ def evaluate(
     check_res(res)
     if out is not None:
         checks.output_dir("--out", out)
-    names = metrics.check([m.strip() for m in metrics_.split(",") if m.strip()])  # before any slow work
+    names = metrics.parse(metrics_)  # before any slow work
     if source is None and (real is None or fake is None):
         raise FaceganError("give a run folder/checkpoint, or both --real and --fake")
     _launch(nproc)

@@ -330,10 +330,8 @@ def validate(cfg: TrainConfig | SRTrainConfig) -> None:
     c.integer("grid", cfg.grid, 1, 1024)
     c.integer("--eval-every", cfg.eval_every, 0)
     c.integer("--eval-n", cfg.eval_n, 2)
-    names = [n.strip() for n in cfg.eval_metrics.split(",") if n.strip()]
-    if "fid" not in names:
+    if "fid" not in metrics.parse(cfg.eval_metrics):
         raise FaceganError(f"--eval-metrics must include fid (the best checkpoint is kept by it), got {cfg.eval_metrics!r}")
-    metrics.check(names)
 
 
 def _validate_sr(cfg: SRTrainConfig) -> None:

@@ -74,6 +74,11 @@ def check(names: list[str] | tuple[str, ...]) -> list[str]:
     return list(names)
 
 
+def parse(text: str) -> list[str]:
+    """A comma-separated list as users type it (``--metrics fid,kid``), checked."""
+    return check([n.strip() for n in text.split(",") if n.strip()])
+
+
 def need_inception(names: list[str] | tuple[str, ...]) -> bool:
     return any(METRICS[n].inception for n in names)
 

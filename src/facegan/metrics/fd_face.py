@@ -71,9 +71,14 @@ def fd_face(real: np.ndarray, fake: np.ndarray) -> float:
     return SCALE * frechet_distance(*stats(real), *stats(fake))
 
 
+def reference(memo: dict, real_images: np.ndarray) -> np.ndarray:
+    """The real set's embeddings, computed once per memo (the caller keeps one memo per real set)."""
+    if "fd_face" not in memo:
+        memo["fd_face"] = embed(real_images)
+    return memo["fd_face"]
+
+
 def compute(inp: MetricInput) -> dict[str, float]:
     if inp.real_images is None or inp.fake_images is None:
         raise FaceganError("fd_face needs the real and generated images")
-    if "fd_face" not in inp.memo:
-        inp.memo["fd_face"] = embed(inp.real_images)
-    return {"fd_face": fd_face(inp.memo["fd_face"], embed(inp.fake_images))}
+    return {"fd_face": fd_face(reference(inp.memo, inp.real_images), embed(inp.fake_images))}

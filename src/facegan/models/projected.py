@@ -98,10 +98,6 @@ class ProjectedDiscriminator(nn.Module):
         self.features._apply(fn, recurse)  # .to(device / dtype / memory_format) moves the frozen net too
         return super()._apply(fn, recurse)
 
-    def train(self, mode: bool = True) -> "ProjectedDiscriminator":
-        self.features.train(False)
-        return super().train(mode)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.pretrained:
             raise RuntimeError("this ProjectedDiscriminator was built without its pretrained features")

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from facegan import checkpoint, viz
+from facegan import checkpoint, metrics, viz
 from facegan.config import TrainConfig
 from facegan.data.loader import BatchSampler, to_model_input
 from facegan.device import autocast as device_autocast
@@ -154,11 +154,11 @@ class PeriodicFID:
         self.t = t
         self.evaluator = Evaluator(t.data_path, m.res, m.channels, device=t.h.device, progress=False, dist=t.h.dist)
         self.best = checkpoint.best_fid(t.h.run_dir)
+        self.names = metrics.parse(t.cfg.eval_metrics)
 
     def __call__(self, step: int) -> None:
         t, h, cfg = self.t, self.t.h, self.t.cfg
-        names = [n.strip() for n in cfg.eval_metrics.split(",") if n.strip()]
-        res = self.evaluator.of_generator(t.shown(), cfg.eval_n, names=names, seed=cfg.seed)
+        res = self.evaluator.of_generator(t.shown(), cfg.eval_n, names=self.names, seed=cfg.seed)
         scores = {k: v for k, v in res.items() if k not in ("n_real", "n_fake", "seconds_metrics")}
         rec = {"step": step, "images": step * cfg.batch, **scores, "eval_n": cfg.eval_n}
         h.dist.on_main(lambda: self.write(rec))
