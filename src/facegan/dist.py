@@ -109,6 +109,10 @@ class Dist:
         # NCCL runs collectives asynchronously and its watchdog kills a process whose peer hangs;
         # blocking waits make the timeout an exception here instead, which lost() turns into one line
         os.environ.setdefault("TORCH_NCCL_BLOCKING_WAIT", "1")
+        # torch.distributed.nn.functional takes ``group.WORLD`` as a default argument when it is first
+        # imported, which DDP does (through torch._dynamo): imported after the group exists, it would
+        # hold the group for the life of the process, past destroy_process_group (see close)
+        import torch.distributed.nn  # noqa: F401
         try:
             tdist.init_process_group(backend, timeout=timeout, **({"device_id": device} if backend == "nccl" else {}))
         except (RuntimeError, ValueError) as e:
@@ -141,7 +145,15 @@ class Dist:
           waits for its worker threads, one of which may still be freeing a finished collective's
           tensors and need the GIL, a deadlock. DDP's reducer is the C++ owner that could hold the
           last reference, so it goes first, while the groups are still registered; every owner
-          left is a Python handle, whose release gives up the GIL while the group is destroyed.
+          left is a Python handle, whose release gives up the GIL while the group is destroyed;
+        - the groups must be gone when this returns, not merely unregistered: a handle kept by
+          anything (a DDP wrapper, which sits in a reference cycle and lives until the garbage
+          collector runs at shutdown; this Dist; a default argument captured by a torch module
+          imported after the group was made, see setup) keeps gloo's worker threads alive, and a worker
+          still freeing the last collective's tensors asks for the GIL during shutdown and aborts
+          the same way (seen in a core dump: ``runLoop`` → ``~AsyncAllgatherWork`` → ``take_gil``
+          → ``pthread_exit`` while the main thread was in ``Py_FinalizeEx``). So the wrappers and
+          this Dist drop their handles, and destroying the groups joins the workers here.
         Without leaving the groups, gloo aborts at exit after a failure.
         """
         self._stop.set()
@@ -153,6 +165,7 @@ class Dist:
         for wrapped in self._wrapped:
             _retire(wrapped)
         self._wrapped.clear()
+        self._ctrl = None  # with the wrappers' handles gone, the registry's are the last: destroying frees the groups
         if self.active and tdist.is_initialized():
             try:
                 tdist.destroy_process_group()
@@ -339,9 +352,10 @@ def ddp(module: nn.Module, d: Dist) -> nn.Module:
 
 def _retire(wrapped: nn.Module) -> None:
     """Free a DDP wrapper's C++ reducer now, and the logger that holds it, so that no C++ object is
-    left to release a process group's last reference later, holding the GIL (see :meth:`Dist.close`).
+    left to release a process group's last reference later, holding the GIL; and drop its group
+    handle, so that destroying the groups frees them now (see :meth:`Dist.close`).
     The wrapper can no longer train afterwards; its module and parameters are untouched."""
-    for name in ("logger", "reducer"):  # DDP's own attributes, stable since torch 1.9
+    for name in ("logger", "reducer", "process_group"):  # DDP's own attributes, stable since torch 1.9
         if name in wrapped.__dict__:
             setattr(wrapped, name, None)
 
