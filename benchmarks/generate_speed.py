@@ -27,13 +27,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from machine import describe, interleaved
 
 from facegan import config, viz
 from facegan.device import native_bf16, pick_device
 from facegan.models.dcgan import Generator
-from facegan.sample import generate, load_generator
+from facegan.sample import generate
+from facegan.saved import load_generator
 
 
 def forward_flops(G: Generator) -> float:

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from facegan import config, export
+from facegan import config, export, saved
 from facegan.models.dcgan import Generator
 from facegan.models.srresnet import SRConfig, SRGenerator
 
@@ -33,14 +33,14 @@ def model_folder(out: Path, preset: str = "dcgan64", onnx: bool = True) -> Path:
     G = Generator(arch).eval()
     SR = SRGenerator(SRConfig(scale=2)).eval()
     out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in G.state_dict().items()}, str(out / export.WEIGHTS))
-    save_file({k: v.contiguous() for k, v in SR.state_dict().items()}, str(out / export.UPSCALER))
-    info = {"format": export.FORMAT, "architecture": arch.to_dict(), "preset": preset, "recipe": "fresh weights (benchmark)",
+    save_file({k: v.contiguous() for k, v in G.state_dict().items()}, str(out / saved.WEIGHTS))
+    save_file({k: v.contiguous() for k, v in SR.state_dict().items()}, str(out / saved.UPSCALER_WEIGHTS))
+    info = {"format": saved.FORMAT, "architecture": arch.to_dict(), "preset": preset, "recipe": "fresh weights (benchmark)",
             "generator": "G", "step": 0, "images": 0, "data": None, "metrics": {}, "upscaler": SR.cfg.to_dict(),
-            "onnx": export.ONNX if onnx else None}
+            "onnx": saved.ONNX if onnx else None}
     if onnx:
-        export.export_onnx(G, out / export.ONNX)
-    (out / export.CONFIG).write_text(json.dumps(info, indent=2))
+        export.export_onnx(G, out / saved.ONNX)
+    (out / saved.CONFIG).write_text(json.dumps(info, indent=2))
     return out
 
 

@@ -28,13 +28,14 @@ import numpy as np
 import torch
 
 from facegan import checkpoint, viz
+from facegan.data.loader import to_model_input
 from facegan.data.prepare import open_prepared, resolve_dataset
 from facegan.device import pick_device
-from facegan.data.loader import to_model_input
 from facegan.models.dcgan import to_uint8
 from facegan.models.srresnet import bicubic
+from facegan.saved import load_upscaler
 from facegan.train.sr import split, upscale_held
-from facegan.upscale import evaluate_heldout, load_upscaler
+from facegan.upscale import evaluate_heldout
 
 PANEL = 6
 
@@ -81,7 +82,8 @@ def speed_table(models: dict[str, torch.nn.Module], side: int, device: torch.dev
 def pipeline_table(models: dict[str, torch.nn.Module], gan: str, data: str, n_fake: int, n_real: int,
                    device: torch.device) -> tuple[list[str], dict[str, np.ndarray]]:
     from facegan.metrics.evaluate import Evaluator
-    from facegan.sample import faces, load_generator
+    from facegan.sample import faces
+    from facegan.saved import load_generator
 
     G = load_generator(gan, device=device)
     small = faces(G, n_fake, seed=0)

@@ -38,7 +38,7 @@ from facegan.data.loader import BatchSampler
 from facegan.dist import fingerprint, rank_seed
 from facegan.errors import FaceganError
 from facegan.launch import strip_nproc
-from facegan.train import harness, loop
+from facegan.train import loop, toolbox
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not sys.platform.startswith("linux"),
                                 reason="needs torch.distributed (gloo) on Linux")
@@ -75,17 +75,8 @@ def _worker(rank: int, world: int, port: int, cfg: TrainConfig, resume: bool, du
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world))
     torch.set_num_threads(1)
-    seen = {}
-    real_train = harness.Harness._train
-
-    def spy(self, t):
-        seen["t"] = t
-        return real_train(self, t)
-
-    harness.Harness._train = spy
-    loop.train(cfg, resume=resume, progress=False)
-    t = seen["t"]
-    tensors = {f"{name}.{k}": v.detach().clone().contiguous() for name, net in t.nets().items() for k, v in net.state_dict().items()}
+    result = loop.train(cfg, resume=resume, progress=False)
+    tensors = {f"{name}.{k}": v.detach().clone().contiguous() for name, net in result.nets.items() for k, v in net.state_dict().items()}
     save_file(tensors, f"{dump}/rank{rank}.safetensors")
 
 
@@ -140,7 +131,7 @@ def test_two_rank_resume_is_exact_and_continues_on_one_rank(tmp_path):
     (solo / "checkpoints").mkdir()
     ck8 = Path(part.out) / "checkpoints" / "ckpt-00000008.safetensors"
     (solo / "checkpoints" / ck8.name).write_bytes(ck8.read_bytes())
-    cfg = harness.resume_config(solo, max_images=16 * 10)
+    cfg = toolbox.resume_config(solo, max_images=16 * 10)
     result = loop.train(cfg, resume=True, progress=False)
     assert result.steps == 10 and result.start_step == 8
     assert checkpoint.read_meta(solo)["world_size"] == 1
@@ -331,7 +322,7 @@ def test_distributed_evaluate_gives_the_metrics_one_process_gives(tmp_path, monk
 # ---- a finished run exits 0 on every rank, every time (issue #27) ---------------------------------
 
 # Two ranks that leave their session the way a run does: a DDP step, a gather as the last collective,
-# the nets freed after the session, as the harness frees them; on the error path, raising inside
+# the nets freed after the session, as the training loop frees them; on the error path, raising inside
 # the session; "ctrl" gives the control messages their own gloo group, as on CUDA (where the
 # default group is NCCL's). HEARTBEAT_S = 0 keeps the heartbeat thread inside a store write nearly
 # all the time, so an unjoined heartbeat is still running when the interpreter shuts down: before

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from test_cli import SRC, facegan_in_process
 
-from facegan import export, sample
+from facegan import export, saved
 from facegan.errors import FaceganError
 from facegan.models.dcgan import latents, to_uint8
 from facegan.train.loop import train
@@ -32,14 +32,14 @@ def test_export_writes_a_model_folder_that_loads_like_the_run(trained, tmp_path)
     out = export.export(trained.out, tmp_path / "model")
     assert {p.name for p in out.iterdir()} == {"config.json", "model.safetensors", "README.md", "samples.png"}
     info = json.loads((out / "config.json").read_text())
-    assert info["format"] == export.FORMAT and info["generator"] == "G_ema" and info["images"] == 96
+    assert info["format"] == saved.FORMAT and info["generator"] == "G_ema" and info["images"] == 96
     assert info["architecture"] == trained.model.to_dict() and info["recipe"] == trained.recipe
     weights = load_file(str(out / "model.safetensors"))
     assert not any(k.startswith(("opt", "D.", "rng")) for k in weights) and all(v.dtype != torch.float16 for v in weights.values())
     card = (out / "README.md").read_text()
     assert "96 (6 steps)" in card and "licence" in card and "samples.png" in card
-    from_run = sample.load_generator(trained.out).sample(8, seed=3)
-    from_folder = sample.load_generator(out).sample(8, seed=3)
+    from_run = saved.load_generator(trained.out).sample(8, seed=3)
+    from_folder = saved.load_generator(out).sample(8, seed=3)
     assert np.array_equal(from_run, from_folder)  # the same faces, bit for bit
 
 
@@ -61,21 +61,21 @@ def test_a_doctored_model_folder_is_one_line_error(trained, tmp_path):
     key = next(k for k, v in weights.items() if v.is_floating_point())
     save_file({**weights, key: torch.full_like(weights[key], float("nan"))}, str(out / "model.safetensors"))
     with pytest.raises(FaceganError, match="hold NaN/inf"):
-        sample.load_generator(out)
+        saved.load_generator(out)
     save_file({k: v for k, v in weights.items() if k != key}, str(out / "model.safetensors"))
     with pytest.raises(FaceganError, match="does not match its config.json architecture"):
-        sample.load_generator(out)
+        saved.load_generator(out)
     (out / "config.json").write_text(json.dumps({"format": "other"}))
     with pytest.raises(FaceganError, match="not a facegan model folder"):
-        sample.load_generator(out)
+        saved.load_generator(out)
 
 
 @pytest.mark.slow
 def test_an_upscaler_ships_inside_the_folder_and_is_refused_as_the_generator(trained, tmp_path):
     from facegan.config import SRTrainConfig
     from facegan.models.srresnet import SRConfig
+    from facegan.saved import load_upscaler
     from facegan.train.sr import train_sr
-    from facegan.upscale import load_upscaler
 
     sr = SRTrainConfig(data="procedural:64", out=str(tmp_path / "sr"), hr_res=32, batch=8, max_images=16,
                        model=SRConfig(scale=2, width=8, blocks=1), device="cpu")
@@ -84,7 +84,7 @@ def test_an_upscaler_ships_inside_the_folder_and_is_refused_as_the_generator(tra
         export.export(sr.out, tmp_path / "wrong")
     out = export.export(trained.out, tmp_path / "model", upscaler=sr.out)
     assert (out / "upscaler.safetensors").is_file()
-    faces = sample.load_generator(out).sample(2, seed=0)
+    faces = saved.load_generator(out).sample(2, seed=0)
     a, b = load_upscaler(out).upscale(faces), load_upscaler(sr.out).upscale(faces)
     assert a.shape == (2, 32, 32, 3) and np.array_equal(a, b)
     with pytest.raises(FaceganError, match="has no upscaler"):
@@ -98,7 +98,7 @@ def test_onnx_export_matches_torch(trained, tmp_path):
     import onnxruntime as ort
 
     out = export.export(trained.out, tmp_path / "model", onnx=True)
-    G = sample.load_generator(out)
+    G = saved.load_generator(out)
     session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     for n in (1, 64):
         z = latents(n, G.cfg.z_dim, seed=5)

@@ -10,7 +10,7 @@ from conftest import TINY, real_state
 from PIL import Image
 from typer.testing import CliRunner
 
-from facegan import checkpoint, sample, viz
+from facegan import checkpoint, sample, saved, viz
 from facegan.cli import app
 from facegan.config import TrainConfig
 from facegan.errors import FaceganError
@@ -91,7 +91,7 @@ def test_truncated_components_follow_the_truncated_normal():
 
 
 def test_generate_with_truncation_changes_faces_reproducibly(vivid, tmp_path):
-    G = sample.load_generator(vivid)
+    G = saved.load_generator(vivid)
     assert np.array_equal(sample.faces(G, 6, seed=2), G.sample(6, seed=2))  # ψ off: the same faces as ever
     truncated = sample.faces(G, 6, seed=2, truncation=0.5)
     assert np.abs(truncated.astype(int) - G.sample(6, seed=2)).mean() > 5
@@ -110,7 +110,7 @@ def test_interpolate_writes_gif_strip_and_mp4(vivid, tmp_path):
     with Image.open(tmp_path / "walk.gif") as im:
         assert im.n_frames == 12 and im.size == (16, 16) and im.info["loop"] == 0
         first = np.asarray(im.convert("RGB")).astype(int)
-    face3 = sample.faces(sample.load_generator(vivid), 1, seed=3)[0]
+    face3 = sample.faces(saved.load_generator(vivid), 1, seed=3)[0]
     assert np.abs(first - face3).mean() < 8  # starts on face (3, 0), up to the GIF palette
 
     _cli("interpolate", vivid, "--seeds", "3,17,42", "--frames", "60", "--out", tmp_path / "strip.png")
@@ -136,4 +136,4 @@ def test_interpolate_bad_input_is_one_error(vivid, tmp_path, args, needle):
 def test_mp4_without_imageio_ffmpeg_says_what_to_do(vivid, tmp_path, monkeypatch):
     monkeypatch.setattr(viz, "video_available", lambda: False)
     with pytest.raises(FaceganError, match=r"imageio-ffmpeg.*\.gif"):
-        sample.write_walk(sample.load_generator(vivid), tmp_path / "w.mp4", [1, 2])
+        sample.write_walk(saved.load_generator(vivid), tmp_path / "w.mp4", [1, 2])

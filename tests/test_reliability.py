@@ -32,7 +32,7 @@ from facegan.cli import main
 from facegan.config import TrainConfig
 from facegan.data.prepare import prepare
 from facegan.errors import FaceganError
-from facegan.train import harness, loop
+from facegan.train import loop, toolbox
 from facegan.viz import read_metrics
 
 CFG = TrainConfig(preset="tiny", batch=4, max_images=64, model=TINY)
@@ -121,7 +121,7 @@ def test_a_killed_writers_temporaries_go_when_its_cache_or_run_folder_is_next_op
         p.write_bytes(b"half a dataset")
     assert resolve_dataset("procedural:8", 16, cache_dir=cache, progress=False) == prepared  # a hit
     assert not stale[0].exists() and alive.exists()
-    harness.start(replace(CFG, out=str(run)), resume=True)  # what train / train-sr --resume does first
+    toolbox.start(replace(CFG, out=str(run)), resume=True)  # what train / train-sr --resume does first
     assert not any(p.exists() for p in stale)
 
 
@@ -447,7 +447,7 @@ def test_truncate_metrics_is_atomic(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(KeyboardInterrupt):
-        harness.truncate_metrics(metrics, 4)
+        toolbox.truncate_metrics(metrics, 4)
     assert len(metrics.read_text().splitlines()) == 10 and not temporaries(tmp_path)  # untouched, no temp left
 
 

@@ -9,8 +9,7 @@ Python API::
     big = SR.upscale(faces)                       # uint8 (16, H·scale, W·scale, C)
 """
 
-from facegan.sample import load_generator
-from facegan.upscale import load_upscaler
+from facegan.saved import load_generator, load_upscaler
 
 __version__ = "0.1.0"
 __all__ = ["load_generator", "load_upscaler", "__version__"]

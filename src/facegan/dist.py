@@ -112,7 +112,7 @@ class Dist:
         # torch.distributed.nn.functional takes ``group.WORLD`` as a default argument when it is first
         # imported, which DDP does (through torch._dynamo): imported after the group exists, it would
         # hold the group for the life of the process, past destroy_process_group (see close)
-        import torch.distributed.nn  # noqa: F401
+        import torch.distributed.nn as _captures_world  # noqa: F401 - "as": a bare import would make torch local here
         try:
             tdist.init_process_group(backend, timeout=timeout, **({"device_id": device} if backend == "nccl" else {}))
         except (RuntimeError, ValueError) as e:

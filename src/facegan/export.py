@@ -11,8 +11,8 @@ Hugging Face hub:
     DIR/upscaler.safetensors with --upscaler: the ×2/×4 face upscaler
     DIR/model.onnx           with --onnx: z (batch, z_dim) → images (batch, C, res, res) in [−1, 1]
 
-Loading a folder (:func:`load_folder`, and so ``load_generator``, ``generate``, ``interpolate``)
-reads JSON and safetensors only, checked against the architecture before use: never code.
+Reading one back is facegan.saved's (``saved.open``, and so ``load_generator``, ``generate``,
+``interpolate``): JSON and safetensors only, checked against the architecture before use: never code.
 """
 
 from __future__ import annotations
@@ -23,49 +23,38 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
-from facegan import checkpoint, viz
+from facegan import checkpoint, metrics, saved, viz
 from facegan.errors import FaceganError
-from facegan.fileio import read_json, write_text_atomic
-from facegan.models.dcgan import Generator, ModelConfig
-from facegan.models.srresnet import SRConfig, SRGenerator
+from facegan.fileio import write_text_atomic
+from facegan.models.dcgan import Generator
+from facegan.models.srresnet import SRGenerator
 from facegan.onnx_export import save_onnx
-from facegan.train.ema import schedule as ema_schedule
-
-FORMAT = "facegan-model-1"
-CONFIG, WEIGHTS, UPSCALER, ONNX, CARD, SAMPLES = ("config.json", "model.safetensors", "upscaler.safetensors", "model.onnx",
-                                                  "README.md", "samples.png")
-
-
-def is_model_folder(path: str | Path) -> bool:
-    p = Path(path)
-    return p.is_dir() and (p / CONFIG).is_file() and (p / WEIGHTS).is_file()
+from facegan.sample import write_grid
+from facegan.saved import CARD, CONFIG, FORMAT, ONNX, SAMPLES, UPSCALER_WEIGHTS, WEIGHTS
 
 
 def export(source: str | Path, out: str | Path, upscaler: str | Path | None = None, onnx: bool = False,
            ema: bool = True) -> Path:
     """Write the model folder of a run (its latest checkpoint) or checkpoint file; returns ``out``."""
-    from facegan.sample import load_generator, write_grid
-    from facegan.upscale import load_upscaler
-
-    ckpt = checkpoint.find(source)
-    meta = checkpoint.read_meta(ckpt)
-    if meta.get("kind") == checkpoint.UPSCALER:
+    model = saved.open(source)
+    if model.is_model_folder:
+        raise FaceganError(f"{source} is already a model folder; export the run it came from")
+    if model.kind == saved.UPSCALER:
         raise FaceganError(f"{source} is an upscaler run; export the GAN run and give this one as --upscaler")
-    G = load_generator(ckpt, ema=ema).float().to(memory_format=torch.contiguous_format)
-    SR = load_upscaler(upscaler) if upscaler is not None else None
+    ckpt = model.checkpoint
+    G = model.generator(ema=ema).float().to(memory_format=torch.contiguous_format)
+    SR = saved.load_upscaler(upscaler) if upscaler is not None else None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     info = describe(ckpt, G, SR, ema)
     checkpoint.write_atomic(out / WEIGHTS, G.state_dict(), info)  # streamed, fsynced, renamed; finite only
     if SR is not None:
-        checkpoint.write_atomic(out / UPSCALER, SR.state_dict(), {"format": FORMAT, "architecture": SR.cfg.to_dict()})
+        checkpoint.write_atomic(out / UPSCALER_WEIGHTS, SR.state_dict(), {"format": FORMAT, "architecture": SR.cfg.to_dict()})
     write_grid(G, out / SAMPLES, rows=6, seed=0)
     if onnx:
         export_onnx(G, out / ONNX)
-    for name, wanted in ((ONNX, onnx), (UPSCALER, SR is not None)):  # an earlier export's extras would be stale
+    for name, wanted in ((ONNX, onnx), (UPSCALER_WEIGHTS, SR is not None)):  # an earlier export's extras would be stale
         if not wanted:
             (out / name).unlink(missing_ok=True)
     write_text_atomic(out / CONFIG, json.dumps({**info, "onnx": ONNX if onnx else None}, indent=2))
@@ -78,8 +67,7 @@ def describe(ckpt: Path, G: Generator, SR: SRGenerator | None, ema: bool = True)
     (also what ``facegan serve`` reports for a run it serves directly)."""
     meta = checkpoint.read_meta(ckpt)
     cfg = meta["config"]
-    saved = checkpoint.saved_config(None, cfg)  # the checkpoint holds G_ema exactly when the run keeps an EMA
-    has_ema = ema_schedule(saved.ema, saved.ema_kimg, saved.ema_rampup, saved.batch) is not None
+    has_ema = checkpoint.saved_config(None, cfg).has_ema  # the checkpoint holds G_ema exactly when the run keeps an EMA
     return {"format": FORMAT, "architecture": G.cfg.to_dict(), "preset": cfg.get("preset"), "recipe": cfg.get("recipe"),
             "generator": "G_ema" if ema and has_ema else "G", "step": meta["step"], "images": meta["images"],
             "data": cfg.get("data"), "seed": cfg.get("seed"), "metrics": _metrics(checkpoint.run_dir(ckpt), meta["step"]),
@@ -87,12 +75,13 @@ def describe(ckpt: Path, G: Generator, SR: SRGenerator | None, ema: bool = True)
 
 
 def _metrics(run: Path, step: int) -> dict[str, float]:
-    """The run's last periodic FID/KID at or before ``step`` (metrics.jsonl), if it measured any."""
+    """The run's last periodic evaluation at or before ``step`` (metrics.jsonl), if it made any: the keys
+    its registered metrics report (FID, KID by default)."""
     evals = [r for r in viz.read_metrics(run / "metrics.jsonl") if "fid" in r and r.get("step", math.inf) <= step]
     if not evals:
         return {}
     last = evals[-1]
-    return {k: last[k] for k in ("step", "fid", "kid_mean", "kid_std", "eval_n") if k in last}
+    return {k: last[k] for k in ("step", *metrics.keys(list(metrics.METRICS)), "eval_n") if k in last}
 
 
 def export_onnx(G: Generator, path: Path) -> None:
@@ -104,63 +93,6 @@ def export_onnx(G: Generator, path: Path) -> None:
     cpu = Generator(G.cfg)
     cpu.load_state_dict(G.state_dict())
     save_onnx(cpu.eval(), torch.zeros(2, G.cfg.z_dim), path, "z", "images")
-
-
-def load_folder(path: str | Path, device: str | torch.device = "cpu") -> Generator:
-    """The generator of a model folder, checked against its architecture, in eval mode."""
-    p = Path(path)
-    info = read_config(p)
-    try:
-        arch = ModelConfig.from_dict(info.get("architecture"))
-    except (ValueError, TypeError) as e:
-        raise FaceganError(f"{p / CONFIG}: {e}") from None
-    G = Generator(arch)
-    G.load_state_dict(_read_weights(p / WEIGHTS, G))
-    return G.to(device, memory_format=torch.channels_last).eval()
-
-
-def load_folder_upscaler(path: str | Path, device: str | torch.device = "cpu") -> SRGenerator | None:
-    """The upscaler a model folder ships, or None."""
-    p = Path(path)
-    info = read_config(p)
-    if not info.get("upscaler"):
-        return None
-    try:
-        SR = SRGenerator(SRConfig.from_dict(info["upscaler"]))
-    except (ValueError, TypeError) as e:
-        raise FaceganError(f"{p / CONFIG}: upscaler: {e}") from None
-    SR.load_state_dict(_read_weights(p / UPSCALER, SR))
-    return SR.to(device, memory_format=torch.channels_last).eval()
-
-
-def read_config(path: str | Path) -> dict[str, Any]:
-    """A model folder's config.json, checked to be one (one-line error otherwise)."""
-    p = Path(path)
-    try:
-        info = read_json(p / CONFIG)
-    except (OSError, ValueError) as e:
-        raise FaceganError(f"{p / CONFIG} is not a readable model config ({e})") from None
-    if not isinstance(info, dict) or info.get("format") != FORMAT:
-        raise FaceganError(f"{p} is not a facegan model folder (config.json format {info.get('format') if isinstance(info, dict) else None!r}, "
-                           f"expected {FORMAT!r})")
-    return info
-
-
-def _read_weights(path: Path, net: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The file's tensors, which must be exactly the net's (names, shapes, dtypes) and finite."""
-    try:
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise FaceganError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e})") from None
-    want = {k: (tuple(v.shape), v.dtype) for k, v in net.state_dict().items()}
-    have = {k: (tuple(v.shape), v.dtype) for k, v in tensors.items()}
-    if have != want:
-        diff = sorted(set(want) ^ set(have)) or sorted(k for k in want if want[k] != have[k])
-        raise FaceganError(f"{path} does not match its config.json architecture (first difference: {diff[0]})")
-    bad = checkpoint.non_finite(tensors)
-    if bad:
-        raise FaceganError(f"{path} is damaged: {', '.join(bad[:3])} hold NaN/inf values")
-    return tensors
 
 
 def model_card(info: dict[str, Any], onnx: bool) -> str:

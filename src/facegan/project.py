@@ -199,13 +199,10 @@ def load_latent(path: str | Path) -> torch.Tensor:
 def training_scale(source: str | Path, res: int, channels: int, n: int = 1000) -> tuple[float | None, str]:
     """(median real-to-real nearest-neighbour distance of the model's training faces, their source),
     or (None, why not) when the data the model names cannot be found here."""
-    from facegan import checkpoint, export
+    from facegan import saved
     from facegan.data.prepare import open_prepared, resolve_dataset
 
-    if export.is_model_folder(source):
-        data = export.read_config(source).get("data")
-    else:
-        data = checkpoint.read_meta(checkpoint.find(source))["config"].get("data")
+    data = saved.open(source).data
     if not data:
         return None, "the model does not name its training data"
     try:

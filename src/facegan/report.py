@@ -17,7 +17,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from facegan import checkpoint, plots, sample, viz
+from facegan import checkpoint, plots, sample, saved, viz
 from facegan.errors import FaceganError
 from facegan.fileio import read_json, write_text_atomic
 
@@ -125,7 +125,7 @@ def _faces(run: Path, cfg: dict) -> str:
 def _best_grid(best: Path, cfg: dict) -> bytes:
     """PNG bytes of the run's fixed-noise faces drawn by the best checkpoint's generator."""
     rows = math.ceil(math.sqrt(cfg.get("grid", 36)))
-    faces = sample.faces(sample.load_generator(best), rows * rows, seed=cfg.get("seed", 0))
+    faces = sample.faces(saved.load_generator(best), rows * rows, seed=cfg.get("seed", 0))
     return _png(viz.to_pil(viz.grid(faces, nrow=rows)))
 
 

@@ -12,36 +12,19 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
-from facegan import checkpoint, viz
+from facegan import metrics, viz
 from facegan.data.images import BadImage, decode_image
+from facegan.data.loader import split
 from facegan.data.prepare import open_prepared
 from facegan.data.sources import IMAGE_EXTENSIONS, read_file
 from facegan.errors import FaceganError
-from facegan.metrics.pixel import detail_energy, psnr, ssim
+from facegan.metrics.pixel import detail_energy, upscale_held
 from facegan.models.srresnet import SRGenerator
-from facegan.train.sr import load_sr, split, upscale_held
 
 MAX_OUTPUT_PIXELS = 64_000_000  # a 16k×4k result is a mistake, not a face: refuse it before allocating
 PENDING_BYTES = 64 << 20  # decoded inputs held back while waiting for a batch of their size
-
-
-def load_upscaler(path: str | Path, device: str | torch.device = "cpu") -> SRGenerator:
-    """The upscaler of a checkpoint file, ``train-sr`` run folder (latest checkpoint) or a model folder
-    that ships one (``facegan export --upscaler``), in eval mode."""
-    from facegan import export
-
-    if export.is_model_folder(path):
-        SR = export.load_folder_upscaler(path, device)
-        if SR is None:
-            raise FaceganError(f"model folder {path} has no upscaler; export it with --upscaler SRRUN")
-        return SR
-    tensors, _, arch = load_sr(path)
-    G = SRGenerator(arch)
-    G.load_state_dict(checkpoint.module_state(tensors, "SR"))
-    return G.to(device, memory_format=torch.channels_last).eval()
 
 
 def upscale_image(G: SRGenerator, img: np.ndarray, tile: int = 192) -> np.ndarray:
@@ -137,27 +120,29 @@ def upscale_files(G: SRGenerator, src: str | Path, out_dir: str | Path, batch: i
 
 
 def evaluate_heldout(G: SRGenerator, data: str | Path, holdout: int, n: int | None = None,
-                     batch: int = 64) -> dict[str, float]:
-    """PSNR, SSIM and fine detail of this upscaler and of bicubic on the run's held-out split.
+                     batch: int = 64, names: tuple[str, ...] = metrics.PAIRED) -> dict[str, float]:
+    """The paired metrics ``names`` (PSNR, SSIM: facegan.metrics) and fine detail of this upscaler and of
+    bicubic on the run's held-out split.
 
     The standard protocol: each held-out image is downscaled (antialiased bicubic, 8-bit), then
     upscaled back and compared with the original. "detail" is the images' total
     :func:`detail_energy` over the truth's (1.0 = as much edge and texture energy as the photos).
     """
+    names = metrics.check(names)
+    if not all(metrics.METRICS[m].pairs for m in names):
+        raise FaceganError(f"an upscaler is measured with {', '.join(metrics.PAIRED)}, not {', '.join(names)}")
     images = open_prepared(data).images
     held = split(len(images), holdout)[1][:n]
     device = next(G.parameters()).device
-    per_image: dict[str, list[np.ndarray]] = defaultdict(list)
+    sums: dict[str, float] = defaultdict(float)
     for i in range(0, len(held), batch):
         hr = np.asarray(images[held[i : i + batch]])
         _, bic, ours = upscale_held(G, hr, G.cfg.scale, device)
         for suffix, out in (("", ours), ("_bicubic", bic)):
-            per_image["psnr" + suffix].append(psnr(out, hr))
-            per_image["ssim" + suffix].append(ssim(out, hr))
-            per_image["detail" + suffix].append(detail_energy(out))
-        per_image["detail_truth"].append(detail_energy(hr))
-    s = {k: np.concatenate(v) for k, v in per_image.items()}
-    truth = s["detail_truth"].sum()
-    return {"n": len(held), "psnr": float(s["psnr"].mean()), "psnr_bicubic": float(s["psnr_bicubic"].mean()),
-            "ssim": float(s["ssim"].mean()), "ssim_bicubic": float(s["ssim_bicubic"].mean()),
-            "detail": float(s["detail"].sum() / truth), "detail_bicubic": float(s["detail_bicubic"].sum() / truth)}
+            for k, v in metrics.compute(names, metrics.MetricInput(pairs=(out, hr))).items():
+                sums[k + suffix] += v * len(hr)  # batch means, weighted: the mean over every held-out image
+            sums["detail" + suffix] += float(detail_energy(out).sum())
+        sums["detail_truth"] += float(detail_energy(hr).sum())
+    truth = sums.pop("detail_truth")
+    return {"n": len(held), **{k: v / len(held) for k, v in sums.items() if not k.startswith("detail")},
+            "detail": sums["detail"] / truth, "detail_bicubic": sums["detail_bicubic"] / truth}

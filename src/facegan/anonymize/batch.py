@@ -35,7 +35,7 @@ def build(model: str | Path | None, upscaler: str | Path | None = None, detector
     """The anonymizer for these options, and what the audit says about its set-up.
     ``model`` may be None only for ``--mode blur|pixelate``. ``template`` (3, 2) skips measuring
     the model's framing (:func:`align.measure_template`, a second or two) when it is known."""
-    from facegan import sample
+    from facegan import saved
 
     find = detect.detector(detector, upsample)  # fails here, before any model loads, when the extra is missing
     setup: dict = {"detector": detector, "mode": mode, "seed": seed, "model": None if model is None else str(model)}
@@ -43,12 +43,11 @@ def build(model: str | Path | None, upscaler: str | Path | None = None, detector
     if mode in ("auto", "replace"):
         if model is None:
             raise FaceganError(f"--mode {mode} paints generated faces: give the generator with --model RUN")
-        G = sample.load_generator(model, device=device, ema=ema)
+        G = saved.load_generator(model, device=device, ema=ema)
         sr = None
         if upscaler is not None:
-            from facegan.upscale import load_upscaler
 
-            sr = load_upscaler(upscaler, device=device)
+            sr = saved.load_upscaler(upscaler, device=device)
         template, source = align.measure_template(G) if template is None else (np.asarray(template), "given")
         replacer = Replacer(G, template, upscaler=sr, steps=steps, starts=starts, blend=blend)
         setup.update(upscaler=None if upscaler is None else str(upscaler), steps=steps, starts=starts, blend=blend, mixes=list(replacer.mixes),

@@ -99,3 +99,10 @@ def to_model_input(batch_u8: torch.Tensor, flip: bool = False, gen: torch.Genera
         x = torch.where(mask[:, None, None, None], x.flip(3), x)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     return x.contiguous(memory_format=fmt)
+
+
+def split(n: int, holdout: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held-out) dataset indices: every ``holdout``-th image (0, k, 2k, …) is held out
+    (the upscaler trains on the first and is measured on the second, by train-sr and upscale alike)."""
+    held = np.arange(0, n, holdout)
+    return np.setdiff1d(np.arange(n), held), held

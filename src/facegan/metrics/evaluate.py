@@ -23,7 +23,7 @@ from facegan.fileio import write_text_atomic
 from facegan.metrics import inception
 from facegan.models.dcgan import Generator
 
-DEFAULT_METRICS = ("fid", "kid", "pr", "dc", "mem")
+DEFAULT_METRICS = metrics.DEFAULTS
 PIXEL_REAL_MAX = 10_000  # real images the pixel metrics read when n_real is not given
 
 

@@ -9,9 +9,18 @@ per channel over the "valid" region (no padding) and averaged, like scikit-image
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from facegan.data.loader import to_model_input
+from facegan.models.dcgan import to_uint8
+from facegan.models.srresnet import SRGenerator, bicubic, downscale
+
+if TYPE_CHECKING:
+    from facegan.metrics import MetricInput
 
 
 def _float(images: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -26,6 +35,14 @@ def psnr(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> np.ndarr
     """Per-image PSNR in dB of uint8 batches ``a`` vs ``b`` (inf where identical)."""
     mse = (_float(a) - _float(b)).pow(2).flatten(1).mean(1)
     return (10 * torch.log10(255.0**2 / mse)).numpy()
+
+
+def compute_psnr(inp: MetricInput) -> dict[str, float]:
+    return {"psnr": float(psnr(*inp.pairs).mean())}
+
+
+def compute_ssim(inp: MetricInput) -> dict[str, float]:
+    return {"ssim": float(ssim(*inp.pairs).mean())}
 
 
 def _gaussian_taps(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
@@ -60,3 +77,11 @@ def detail_energy(images: np.ndarray | torch.Tensor) -> np.ndarray:
     x = _float(images).float().mean(1, keepdim=True)
     k = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])[None, None]
     return F.conv2d(x, k).pow(2).flatten(1).mean(1).double().numpy()
+
+
+@torch.no_grad()
+def upscale_held(G: SRGenerator, hr: np.ndarray, scale: int, device: torch.device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(clean 8-bit input, bicubic, ours) for held-out uint8 images: the standard SR protocol, what
+    PSNR/SSIM are measured on during training (train-sr) and after it (upscale.evaluate_heldout)."""
+    lr_u8 = to_uint8(downscale(to_model_input(torch.from_numpy(hr).to(device)), scale))
+    return lr_u8, to_uint8(bicubic(to_model_input(torch.from_numpy(lr_u8).to(device)), scale)), G.upscale(lr_u8)

@@ -24,13 +24,12 @@ import numpy as np
 import torch
 from safetensors.torch import save as safetensors_bytes
 
-from facegan import checkpoint, export
+from facegan import export, saved
 from facegan.errors import FaceganError
 from facegan.models.dcgan import Generator, to_uint8
 from facegan.models.srresnet import SRGenerator
 from facegan.onnx_export import cpu_session
-from facegan.sample import load_generator, render
-from facegan.upscale import load_upscaler
+from facegan.sample import render
 
 RUNTIMES = ("torch", "onnx")
 
@@ -66,19 +65,17 @@ def load_model(source: str | Path, upscaler: str | Path | None = None, runtime: 
     checkpoint or model folder (a model folder that ships one uses it unless another is given)."""
     if runtime not in RUNTIMES:
         raise FaceganError(f"--runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
-    G = load_generator(source, device)
-    if upscaler is not None:
-        SR = load_upscaler(upscaler, device)
-    else:
-        SR = export.load_folder_upscaler(source, device) if export.is_model_folder(source) else None
+    model = saved.open(source)
+    G = model.generator(device)
+    SR = saved.load_upscaler(upscaler, device) if upscaler is not None else model.bundled_upscaler(device)
     if SR is not None and SR.cfg.channels != G.cfg.channels:
         raise FaceganError(f"the upscaler takes {SR.cfg.channels}-channel images, this generator makes {G.cfg.channels}-channel ones")
-    if export.is_model_folder(source):
-        info = export.read_config(source)
-        card_file = Path(source) / export.CARD
+    if model.is_model_folder:
+        info = model.info
+        card_file = Path(source) / saved.CARD
         card = card_file.read_text(encoding="utf-8", errors="replace") if card_file.is_file() else ""
     else:
-        info = export.describe(checkpoint.find(source), G, SR)
+        info = export.describe(model.checkpoint, G, SR)
         card = export.model_card(info, onnx=False)
     info = {**info, "upscaler": SR.cfg.to_dict() if SR is not None else None}
     model = Model(G=G, render=lambda z: render(G, z, len(z)), runtime="torch", sha256=weights_sha256(G), info=info,
@@ -94,11 +91,11 @@ def _use_onnx(model: Model, source: str | Path) -> None:
         import onnxruntime  # noqa: F401
     except ImportError:
         raise FaceganError("--runtime onnx needs: pip install 'facegan[onnx]' (onnxruntime and onnxscript)") from None
-    path = Path(source) / export.ONNX if export.is_model_folder(source) else None
+    path = Path(source) / saved.ONNX if saved.is_model_folder(source) else None
     if path is None or not path.is_file():
         tmp = Path(tempfile.mkdtemp(prefix="facegan-serve-"))
         model._cleanup.append(lambda: shutil.rmtree(tmp, ignore_errors=True))
-        path = tmp / export.ONNX
+        path = tmp / saved.ONNX
         export.export_onnx(model.G, path)
     try:  # idle ORT threads sleep: the service encodes images on the same cores between passes
         session = cpu_session(path, spinning=False)

@@ -18,16 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-POLICIES = ("color", "translation", "cutout")
-
-
-def parse_policy(policy: str) -> tuple[str, ...]:
-    """"color,translation" → ("color", "translation"); "" → (); unknown names raise ValueError."""
-    names = tuple(p.strip() for p in policy.split(",") if p.strip())
-    bad = [p for p in names if p not in POLICIES]
-    if bad:
-        raise ValueError(f"unknown augmentation {', '.join(bad)}; choose from {', '.join(POLICIES)}")
-    return names
+from facegan.config import POLICIES, parse_policy  # noqa: F401 - the names are the option table's
 
 
 @dataclass(frozen=True)

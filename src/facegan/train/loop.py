@@ -1,7 +1,8 @@
-"""The GAN training loop, top to bottom: data → nets → alternating D/G steps → grids and FID.
+"""The GAN training loop, top to bottom: options → ranks → data → nets → resume → alternating D/G steps,
+with the log, grid, checkpoint and evaluation cadence written inline in :func:`train`.
 
-Everything around the step — budgets, signals, logs, checkpoints, resume, many ranks — is the
-run harness's (train/harness.py); this file says what a GAN step is and what its run holds.
+What both training loops share — the budget and signals, the averaged log, checkpoints holding
+every rank's random state, the run folder — are plain functions in train/toolbox.py.
 
 Random streams (so N steps + resume + N steps gives the same weights, bit for bit on CPU):
 - ``gen`` draws everything that defines a global batch — latents, D's targets, flips, DiffAugment
@@ -16,8 +17,11 @@ No host↔device synchronisation happens inside a step.
 
 from __future__ import annotations
 
+import math
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,157 +29,199 @@ from tqdm import tqdm
 
 from facegan import checkpoint, metrics, viz
 from facegan.config import TrainConfig
-from facegan.data.loader import BatchSampler, to_model_input
+from facegan.data.loader import BatchSampler, Prefetcher, to_model_input
 from facegan.device import autocast as device_autocast
 from facegan.device import configure, pick_precision, resident_images
-from facegan.dist import ddp
+from facegan.dist import ddp, rank_seed, session
 from facegan.errors import FaceganError
 from facegan.models import efficientnet_lite
 from facegan.models.dcgan import Generator, build
-from facegan.train import augment, ema, loss
-from facegan.train.harness import Harness, TrainResult, Trainer, append_jsonl
+from facegan.train import augment, ema, loss, toolbox
+from facegan.train.toolbox import TrainResult
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> TrainResult:
     """Train (or, with ``resume``, continue) the GAN run described by ``cfg`` in ``cfg.out``."""
-    return Harness(cfg, resume, progress).run(GANTrainer)
+    cfg = toolbox.start(cfg, resume)  # every option and the run folder checked before any work
+    out, m, B = Path(cfg.out), cfg.model, cfg.batch
+    with session(cfg.device, cfg.dist_timeout) as d:  # join the other ranks (torchrun), or stay alone
+        toolbox.check_world(cfg, d)
+        device, show, (lo, hi) = d.device, progress and d.is_main, toolbox.rows(B, d)
+        tb = toolbox.tensorboard(out, cfg.tensorboard, d)
+        try:
+            # ---- device: precision, TF32
+            precision = pick_precision(cfg.precision, device)
+            configure(device, cfg.tf32)
+            autocast = device_autocast(device, precision)
 
+            # ---- data: this rank's rows of each global batch
+            data_path, data = toolbox.dataset(cfg.data, m.res, m.channels, d, show)
+            sampler = BatchSampler(resident_images(data.images, device, cfg.resident), B, cfg.seed, d.rank, d.world)
 
-class GANTrainer(Trainer):
-    """G, D (each its own DDP module when there are several ranks), their Adams, an optional EMA G."""
-
-    command = "train"
-
-    def __init__(self, h: Harness) -> None:
-        cfg, d, m = h.cfg, h.dist, h.cfg.model
-        self.h, self.cfg, device = h, cfg, h.device
-        self.precision = pick_precision(cfg.precision, device)
-        configure(device, cfg.tf32)
-        # ---- data: this rank's rows of each global batch
-        self.data_path, data = h.dataset(m.res, m.channels)
-        self.sampler = BatchSampler(resident_images(data.images, device, cfg.resident), cfg.batch, cfg.seed, d.rank, d.world)
-        # ---- nets, optimisers, random streams
-        torch.manual_seed(cfg.seed)
-        self.G, self.D = G, D = build(m)
-        for net in (G, D):
-            net.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
-        self.ema_decay = ema.schedule(cfg.ema, cfg.ema_kimg, cfg.ema_rampup, cfg.batch)
-        self.G_ema = ema.make(G) if self.ema_decay else None
-        self.opt_g, self.opt_d = optimizers(G, D, cfg, device)
-        if cfg.sync_bn:  # in place (the same G and D objects), after the EMA copy, which only samples
+            # ---- nets, optimisers, random streams (the init comes from the seed: every rank builds the same nets)
+            torch.manual_seed(cfg.seed)
+            G, D = build(m)
             for net in (G, D):
-                torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
-        # DDP and compiled wrappers share G's and D's parameters; checkpoints and sampling use the plain modules
-        wrap = (lambda n: torch.compile(n, dynamic=False)) if cfg.compile else (lambda n: n)
-        self.G_run, self.D_run = wrap(ddp(G, d)), wrap(ddp(D, d))
-        self.D_frozen = wrap(D) if d.active else self.D_run  # G's step: no all-reduce of D's unused grads
-        self.gen = torch.Generator(device).manual_seed(cfg.seed + 1)
-        self.autocast = device_autocast(device, self.precision)
-        self.plain = Stabilisers(cfg.loss, augment.parse_policy(cfg.augment))
-        self.with_r1 = replace(self.plain, r1_weight=cfg.r1 / 2 * cfg.r1_every)  # the lazy-R1 steps
-        self.shown_at = -1
-        self.evaluate = PeriodicFID(self) if cfg.eval_every else None
+                net.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
+            ema_decay = ema.schedule(cfg.ema, cfg.ema_kimg, cfg.ema_rampup, B)
+            G_ema = ema.make(G) if ema_decay else None
+            opt_g, opt_d = optimizers(G, D, cfg, device)
+            if cfg.sync_bn:  # in place (the same G and D objects), after the EMA copy, which only samples
+                for net in (G, D):
+                    torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
+            # DDP and compiled wrappers share G's and D's parameters; checkpoints and sampling use the plain modules
+            wrap = (lambda n: torch.compile(n, dynamic=False)) if cfg.compile else (lambda n: n)
+            G_run, D_run = wrap(ddp(G, d)), wrap(ddp(D, d))
+            D_frozen = wrap(D) if d.active else D_run  # G's step: no all-reduce of D's unused grads
+            gen = torch.Generator(device).manual_seed(cfg.seed + 1)  # everything drawn per global batch
+            plain = Stabilisers(cfg.loss, augment.parse_policy(cfg.augment))
+            with_r1 = replace(plain, r1_weight=cfg.r1 / 2 * cfg.r1_every)  # the lazy-R1 steps
+            nets = {"G": G, "D": D}
+            shown_at = [-1]
 
-    def step(self, step: int, batch_u8: torch.Tensor) -> torch.Tensor:
-        cfg, B, (lo, hi), device = self.cfg, self.cfg.batch, self.h.rows, self.h.device
-        real = to_model_input(batch_u8, cfg.flip, self.gen, cfg.channels_last, rows=(lo, B))
-        z = torch.randn(B, cfg.model.z_dim, generator=self.gen, device=device)[lo:hi]
-        targets = tuple(t[lo:hi] for t in loss.d_targets(B, self.gen, device, cfg.label_smoothing, cfg.label_noise,
-                                                          cfg.label_flip))
-        opts = self.with_r1 if cfg.r1 > 0 and step % cfg.r1_every == 0 else self.plain
-        stats = gan_step(self.G_run, self.D_run, self.opt_g, self.opt_d, real, z, targets, self.autocast, opts,
-                         augment.Rows(self.gen, lo, B), D_frozen=self.D_frozen)
-        if self.G_ema is not None:
-            ema.update(self.G_ema, self.G, self.ema_decay(step))
-        return stats
+            def shown(step: int) -> Generator:
+                """The generator users see: the EMA one (BN statistics recomputed once per step) when on."""
+                if G_ema is None:
+                    return G
+                if shown_at[0] != step:
+                    ema.recalibrate_bn(G_ema, seed=cfg.seed + 1000, batch=min(B, 128))
+                    shown_at[0] = step
+                return G_ema
 
-    def record(self, v: list[float]) -> tuple[dict[str, float], str]:
-        rec = {"loss_D": v[0], "loss_G": v[1], "D_x": v[2], "D_G_z": v[3],
-               **({"r1": v[4] * self.cfg.r1_every} if self.cfg.r1 else {})}  # mean ‖∇D‖² over the R1 steps
-        return rec, f"D {v[0]:.3f} G {v[1]:.3f} D(x) {v[2]:.2f} D(G(z)) {v[3]:.2f}"
+            if d.rank:  # after the nets (the same init everywhere): this rank's own dropout stream
+                torch.manual_seed(rank_seed(cfg.seed, d.rank, "torch"))
 
-    def shown(self) -> Generator:
-        """The generator users see: the EMA one (BN statistics recomputed once per step) when on."""
-        if self.G_ema is None:
-            return self.G
-        if self.shown_at != self.h.step:
-            ema.recalibrate_bn(self.G_ema, seed=self.cfg.seed + 1000, batch=min(self.cfg.batch, 128))
-            self.shown_at = self.h.step
-        return self.G_ema
+            # ---- resume: nets, Adams and the shared stream from the last checkpoint, this rank's own streams
+            def load(tensors: dict, meta: dict) -> None:
+                if m.d_arch == "projected" and meta.get("d_features") != efficientnet_lite.ID:
+                    raise FaceganError(f"this run's discriminator was trained on feature weights {meta.get('d_features')!r}, "
+                                       f"not the installed {efficientnet_lite.ID!r}; it cannot continue with other features")
+                for name, net in (("G", G), ("D", D), ("G_ema", G_ema)):
+                    if net is not None:
+                        net.load_state_dict(checkpoint.module_state(tensors, name))
+                checkpoint.unpack_optimizer("optG", opt_g, tensors, meta["optG"])
+                checkpoint.unpack_optimizer("optD", opt_d, tensors, meta["optD"])
+                checkpoint.unpack_generator(tensors["rng.gen"], gen, device)  # shared; the rest is per rank
 
-    def nets(self) -> dict[str, torch.nn.Module]:
-        return {"G": self.G, "D": self.D}
+            step = first_step = toolbox.restore(out, d, load, lambda s: checkpoint.set_process_rng(s, device),
+                                            lambda at: torch.manual_seed(rank_seed(cfg.seed, d.rank, f"torch/{at}"))) if resume else 0
+            evaluator, best, eval_names = None, math.inf, metrics.parse(cfg.eval_metrics)
+            if cfg.eval_every:
+                from facegan.metrics.evaluate import Evaluator  # only runs that evaluate need the metrics extra
 
-    def weights(self) -> dict[str, list[torch.Tensor]]:
-        ema_params = {"G_ema": list(self.G_ema.parameters())} if self.G_ema is not None else {}
-        return {**super().weights(), **ema_params}  # G_ema's BN statistics are recomputed on rank 0 only
+                evaluator = Evaluator(data_path, m.res, m.channels, device=device, progress=False, dist=d)
+                best = checkpoint.best_fid(out)
+            total = toolbox.total_steps(cfg, sampler)
+            facts = {"dataset": str(data_path), "dataset_count": len(data.images), "precision": precision,
+                     "device": str(device), "world_size": d.world}
+            d.on_main(lambda: toolbox.write_config(out, cfg, facts, step))  # a failure there (a full disk) stops every rank
 
-    def state(self) -> tuple[dict, dict]:
-        self.shown()  # checkpoints hold the EMA generator with its BN statistics recomputed
-        return _state(self.h.step, self.cfg.batch, self.cfg, self.G, self.D, self.G_ema, self.opt_g, self.opt_d, self.gen,
-                      self.h.device)
+            # ---- what the loop writes: checkpoints, pictures, evaluations (collective; rank 0 writes)
+            def snapshot(extra: dict[str, Any] | None = None) -> tuple[dict, dict] | None:
+                weights = {k: [*n.parameters(), *n.buffers()] for k, n in nets.items()}
+                if G_ema is not None:  # G_ema's BN statistics are recomputed on rank 0 only
+                    weights["G_ema"] = list(G_ema.parameters())
 
-    def restore(self, tensors: dict, meta: dict) -> None:
-        if self.cfg.model.d_arch == "projected" and meta.get("d_features") != efficientnet_lite.ID:
-            raise FaceganError(f"this run's discriminator was trained on feature weights {meta.get('d_features')!r}, "
-                               f"not the installed {efficientnet_lite.ID!r}; it cannot continue with other features")
-        for name, net in (("G", self.G), ("D", self.D), ("G_ema", self.G_ema)):
-            if net is not None:
-                net.load_state_dict(checkpoint.module_state(tensors, name))
-        checkpoint.unpack_optimizer("optG", self.opt_g, tensors, meta["optG"])
-        checkpoint.unpack_optimizer("optD", self.opt_d, tensors, meta["optD"])
-        checkpoint.unpack_generator(tensors["rng.gen"], self.gen, self.h.device)  # shared; the rest is per rank
+                def state() -> tuple[dict, dict]:
+                    shown(step)  # checkpoints hold the EMA generator with its BN statistics recomputed
+                    tensors, meta = _state(step, B, cfg, G, D, G_ema, opt_g, opt_d, gen, device)
+                    return tensors, {**meta, **(extra or {})}
 
-    def after_step(self, step: int) -> None:
-        if self.evaluate is not None and step % self.cfg.eval_every == 0:
-            self.h.dist.sync_buffers(self.nets().values())  # without EMA the faces come from G's BN statistics
-            self.evaluate(step)
+                return toolbox.snapshot(d, nets, weights, checkpoint.process_rng(device), state, step, B)
 
-    def draw(self, step: int) -> None:
-        """Fixed-noise grid (faces 0.. of the run's seed), then the curves and animation so far."""
-        faces = self.shown().sample(self.cfg.grid, seed=self.cfg.seed)
-        viz.save_grid(faces, self.h.run_dir / "samples" / f"step-{step:07d}.png")
-        if self.h.tb is not None:
-            self.h.tb.add_image("samples", viz.grid(faces), step * self.cfg.batch, dataformats="HWC")
-        viz.update_run_pictures(self.h.run_dir)
+            def draw() -> None:
+                """Fixed-noise grid (faces 0.. of the run's seed), then the curves and animation so far."""
+                faces = shown(step).sample(cfg.grid, seed=cfg.seed)
+                viz.save_grid(faces, out / "samples" / f"step-{step:07d}.png")
+                if tb is not None:
+                    tb.add_image("samples", viz.grid(faces), step * B, dataformats="HWC")
+                viz.update_run_pictures(out)
 
-    def info(self) -> dict[str, Any]:
-        return {"precision": self.precision}
+            def save() -> Path:
+                snap = snapshot()
+
+                def write() -> Path:
+                    path = checkpoint.save(out, step, *snap, keep=cfg.keep)
+                    draw()
+                    return path
+
+                return d.on_main(write)[0]
+
+            def evaluate() -> None:
+                """``eval_metrics`` of eval_n faces (Inception batches shared over the ranks); the best FID kept."""
+                nonlocal best
+                d.sync_buffers(nets.values())  # without EMA the faces come from G's BN statistics
+                res = evaluator.of_generator(shown(step), cfg.eval_n, names=eval_names, seed=cfg.seed)
+                scores = {k: v for k, v in res.items() if k not in ("n_real", "n_fake", "seconds_metrics")}
+                rec = {"step": step, "images": step * B, **scores, "eval_n": cfg.eval_n}
+                d.on_main(lambda: _write_eval(out, tb, rec))
+                if d.agree_max(int(res["fid"] < best)):  # one decision for all ranks: saving is collective
+                    best = min(best, res["fid"])
+                    snap = snapshot({"fid": best})
+                    d.on_main(lambda: checkpoint.save_best(out, step, *snap))
+                if show:
+                    more = "".join(f", {k} {v:.4g}" for k, v in scores.items() if k != "fid")
+                    tqdm.write(f"step {step}: FID {res['fid']:.2f} (best {best:.2f}){more}")
+
+            def record(v: list[float]) -> tuple[dict[str, float], str]:
+                rec = {"loss_D": v[0], "loss_G": v[1], "D_x": v[2], "D_G_z": v[3],
+                       **({"r1": v[4] * cfg.r1_every} if cfg.r1 else {})}  # mean ‖∇D‖² over the R1 steps
+                return rec, f"D {v[0]:.3f} G {v[1]:.3f} D(x) {v[2]:.2f} D(G(z)) {v[3]:.2f}"
+
+            # ---- the loop: one D step and one G step per global batch, until the budget, the clock or a signal
+            prefetch = Prefetcher(sampler, device)
+            d.step = step
+            bar = toolbox.progress_bar(out, total, step, B, show)
+            meter = toolbox.Meter(cfg, out, d, bar, tb, sampler.steps_per_epoch, step, total)
+            saved_step, last_ckpt = (step if resume else -1), None
+            try:
+                with toolbox.Budget(total, cfg.max_time, meter.t_start, d) as budget:
+                    while budget.running(step):
+                        real = to_model_input(prefetch.get(step, budget.more_after(step)), cfg.flip, gen, cfg.channels_last,
+                                              rows=(lo, B))
+                        z = torch.randn(B, m.z_dim, generator=gen, device=device)[lo:hi]
+                        targets = tuple(t[lo:hi] for t in loss.d_targets(B, gen, device, cfg.label_smoothing,
+                                                                          cfg.label_noise, cfg.label_flip))
+                        opts = with_r1 if cfg.r1 > 0 and step % cfg.r1_every == 0 else plain
+                        meter.add(gan_step(G_run, D_run, opt_g, opt_d, real, z, targets, autocast, opts,
+                                           augment.Rows(gen, lo, B), D_frozen=D_frozen))
+                        if G_ema is not None:
+                            ema.update(G_ema, G, ema_decay(step))
+                        step += 1
+                        d.step = step  # what the heartbeat reports
+                        if step % cfg.log_every == 0:
+                            meter.flush(step, record)
+                        if evaluator is not None and step % cfg.eval_every == 0:
+                            evaluate()
+                        if step % cfg.ckpt_every == 0:
+                            if meter.n:
+                                meter.flush(step, record)  # checks finiteness first: a diverged state is never written
+                            last_ckpt, saved_step = save(), step
+                        elif step % cfg.sample_every == 0:
+                            d.sync_buffers(nets.values())  # what rank 0 draws is what every rank holds
+                            d.on_main(draw)
+                    if step != saved_step:
+                        if meter.n:
+                            meter.flush(step, record)
+                        last_ckpt, saved_step = save(), step
+            except OSError as e:
+                raise toolbox.disk_error(e, out, "train") from None
+            finally:
+                prefetch.close()
+                bar.close()
+            return TrainResult(out, last_ckpt or (checkpoint.list_checkpoints(out) or [None])[-1], step, step * B,
+                               time.time() - meter.t_start, budget.stopped_by, first_step, first_step * B, nets)
+        finally:
+            if tb is not None:
+                tb.close()
 
 
-class PeriodicFID:
-    """``eval_metrics`` (FID, KID by default) of eval_n faces every eval_every steps (Inception batches
-    shared over the ranks); the best-FID state is kept as checkpoints/best.safetensors."""
-
-    def __init__(self, t: GANTrainer) -> None:
-        from facegan.metrics.evaluate import Evaluator  # only runs that evaluate need the metrics extra
-
-        m = t.cfg.model
-        self.t = t
-        self.evaluator = Evaluator(t.data_path, m.res, m.channels, device=t.h.device, progress=False, dist=t.h.dist)
-        self.best = checkpoint.best_fid(t.h.run_dir)
-        self.names = metrics.parse(t.cfg.eval_metrics)
-
-    def __call__(self, step: int) -> None:
-        t, h, cfg = self.t, self.t.h, self.t.cfg
-        res = self.evaluator.of_generator(t.shown(), cfg.eval_n, names=self.names, seed=cfg.seed)
-        scores = {k: v for k, v in res.items() if k not in ("n_real", "n_fake", "seconds_metrics")}
-        rec = {"step": step, "images": step * cfg.batch, **scores, "eval_n": cfg.eval_n}
-        h.dist.on_main(lambda: self.write(rec))
-        if h.dist.agree_max(int(res["fid"] < self.best)):  # one decision for all ranks: saving is collective
-            self.best = min(self.best, res["fid"])
-            h.save_best(t, {"fid": self.best})
-        if h.progress:
-            more = "".join(f", {k} {v:.4g}" for k, v in scores.items() if k != "fid")
-            tqdm.write(f"step {step}: FID {res['fid']:.2f} (best {self.best:.2f}){more}")
-
-    def write(self, rec: dict[str, Any]) -> None:
-        h = self.t.h
-        append_jsonl(h.run_dir / "metrics.jsonl", rec)
-        if h.tb is not None:
-            for k, v in rec.items():
-                if k not in ("step", "images", "eval_n"):
-                    h.tb.add_scalar(f"eval/{'kid' if k == 'kid_mean' else k}", v, rec["images"])
+def _write_eval(out: Path, tb: Any, rec: dict[str, Any]) -> None:
+    toolbox.append_jsonl(out / "metrics.jsonl", rec)
+    if tb is not None:
+        for k, v in rec.items():
+            if k not in ("step", "images", "eval_n"):
+                tb.add_scalar(f"eval/{'kid' if k == 'kid_mean' else k}", v, rec["images"])
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-LOSSES = ("bce", "hinge", "ls")
+from facegan.config import LOSSES
 
 
 def d_targets(

@@ -1,6 +1,6 @@
 """Training an upscaler, top to bottom: photos → degraded pairs → L1 (+ features, + critic) → logs, panels, checkpoints.
 
-It keeps every promise of the GAN trainer because it runs in the same harness (train/harness.py):
+It keeps every promise of the GAN loop because it uses the same toolbox (train/toolbox.py):
 the run folder layout (config.json, metrics.jsonl, samples/step-*.png, progress.gif, curves),
 atomic safetensors checkpoints holding everything random, batches that are a pure function of
 (seed, step), a graceful stop on Ctrl-C/SIGTERM, a refusal to write a diverged state, and many
@@ -16,34 +16,27 @@ from __future__ import annotations
 
 import io
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from facegan import checkpoint, viz
+from facegan import checkpoint, metrics, saved, viz
 from facegan.config import SRTrainConfig
-from facegan.data.loader import BatchSampler, to_model_input
+from facegan.data.loader import BatchSampler, Prefetcher, split, to_model_input
 from facegan.device import configure
-from facegan.dist import ddp, rank_seed
+from facegan.dist import ddp, rank_seed, session
 from facegan.errors import FaceganError
-from facegan.metrics.pixel import psnr
-from facegan.models.dcgan import to_uint8
-from facegan.models.srresnet import SRConfig, SRDiscriminator, SRGenerator, bicubic, build_sr, downscale
-from facegan.train import loss
-from facegan.train.harness import Harness, TrainResult, Trainer, append_jsonl
+from facegan.metrics.pixel import upscale_held
+from facegan.models.srresnet import SRConfig, SRDiscriminator, SRGenerator, build_sr, downscale
+from facegan.train import loss, toolbox
+from facegan.train.toolbox import TrainResult
 
 PANEL = 6  # held-out faces in the sample panels
 N_VAL = 64  # held-out faces whose PSNR is logged at every checkpoint
-
-
-def split(n: int, holdout: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train, held-out) dataset indices: every ``holdout``-th image (0, k, 2k, …) is held out."""
-    held = np.arange(0, n, holdout)
-    return np.setdiff1d(np.arange(n), held), held
 
 
 def degrade(hr: torch.Tensor, scale: int, cfg: SRTrainConfig, gen: torch.Generator) -> torch.Tensor:
@@ -140,104 +133,133 @@ def sr_step(G: torch.nn.Module, D: torch.nn.Module | None, opt_g: torch.optim.Op
 
 
 def train_sr(cfg: SRTrainConfig, resume: bool = False, progress: bool = True) -> TrainResult:
-    """Train (or, with ``resume``, continue) the upscaler run described by ``cfg`` in ``cfg.out``."""
-    return Harness(cfg, resume, progress).run(SRTrainer)
-
-
-class SRTrainer(Trainer):
-    """The upscaler (and, when adversarial, its critic), each a DDP module when there are several ranks.
+    """Train (or, with ``resume``, continue) the upscaler run described by ``cfg`` in ``cfg.out``.
 
     Flips and degradations are drawn per image from ``gen``, this rank's own stream (rank 0's is
     seeded as a single process's), so each rank degrades its rows differently.
     """
-
-    command = "train-sr"
-
-    def __init__(self, h: Harness) -> None:
-        cfg, d, m = h.cfg, h.dist, h.cfg.model
-        self.h, self.cfg, device = h, cfg, h.device
+    cfg = toolbox.start(cfg, resume)  # every option and the run folder checked before any work
+    out, m, B = Path(cfg.out), cfg.model, cfg.batch
+    with session(cfg.device, cfg.dist_timeout) as d:  # join the other ranks (torchrun), or stay alone
+        toolbox.check_world(cfg, d)
+        device, show = d.device, progress and d.is_main
         configure(device)
+
         # ---- data: a training split and a held-out split of the same prepared file
-        _, data = h.dataset(cfg.hr_res, m.channels)
-        self.train_idx, held_idx = split(len(data.images), cfg.holdout)
-        self.counts = {"train_count": len(self.train_idx), "held_out_count": len(held_idx)}
-        self.sampler = BatchSampler(data.images, cfg.batch, cfg.seed, d.rank, d.world, subset=self.train_idx)
-        self.held = np.asarray(data.images[held_idx[:N_VAL]])
-        # ---- nets, optimisers, random state
+        data_path, data = toolbox.dataset(cfg.data, cfg.hr_res, m.channels, d, show)
+        train_idx, held_idx = split(len(data.images), cfg.holdout)
+        sampler = BatchSampler(data.images, B, cfg.seed, d.rank, d.world, subset=train_idx)
+        held = np.asarray(data.images[held_idx[:N_VAL]])
+
+        # ---- nets (each a DDP module when there are several ranks), optimisers, random state
         torch.manual_seed(cfg.seed)
-        self.G, self.D = build_sr(m)
-        if cfg.init and not h.resume:
-            _init_from(self.G, cfg.init)
-        self.adversarial = cfg.adv > 0
+        G, D = build_sr(m)
+        if cfg.init and not resume:
+            _init_from(G, cfg.init)
+        adversarial = cfg.adv > 0
         fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-        self.G.to(device, memory_format=fmt)
-        self.D.to(device, memory_format=fmt)
-        self.opt_g = torch.optim.Adam(self.G.parameters(), cfg.lr, betas=(0.9, 0.99))
-        self.opt_d = torch.optim.Adam(self.D.parameters(), cfg.lr_d, betas=(0.9, 0.99))
-        self.G_run = ddp(self.G, d)
-        self.D_run = ddp(self.D, d) if self.adversarial else None
-        self.features = _feature_net(device) if cfg.feature > 0 else None
-        self.gen = torch.Generator(device).manual_seed(cfg.seed + 1 if d.rank == 0 else rank_seed(cfg.seed, d.rank, "sr"))
-        self.weights_ = Weights(cfg.l1, cfg.feature, cfg.adv)
+        G.to(device, memory_format=fmt)
+        D.to(device, memory_format=fmt)
+        opt_g = torch.optim.Adam(G.parameters(), cfg.lr, betas=(0.9, 0.99))
+        opt_d = torch.optim.Adam(D.parameters(), cfg.lr_d, betas=(0.9, 0.99))
+        G_run = ddp(G, d)
+        D_run = ddp(D, d) if adversarial else None
+        features = _feature_net(device) if cfg.feature > 0 else None
+        gen = torch.Generator(device).manual_seed(cfg.seed + 1 if d.rank == 0 else rank_seed(cfg.seed, d.rank, "sr"))
+        weights = Weights(cfg.l1, cfg.feature, cfg.adv)
+        nets = {"SR": G, **({"D": D} if adversarial else {})}
+        if d.rank:  # after the nets (the same init everywhere): this rank's own dropout stream
+            torch.manual_seed(rank_seed(cfg.seed, d.rank, "torch"))
 
-    def step(self, step: int, batch_u8: torch.Tensor) -> torch.Tensor:
-        hr = to_model_input(batch_u8, self.cfg.flip, self.gen, self.cfg.channels_last)
-        lr = degrade(hr, self.cfg.model.scale, self.cfg, self.gen)
-        return sr_step(self.G_run, self.D_run, self.opt_g, self.opt_d, lr, hr, self.weights_, self.features,
-                       D_frozen=self.D if self.adversarial else None)
+        # ---- resume: nets and Adams from the last checkpoint; this rank's own streams, ``gen`` among them
+        def load(tensors: dict, meta: dict) -> None:
+            if meta.get("kind") != checkpoint.UPSCALER:
+                raise FaceganError(f"{out} is a GAN run; continue it with facegan train --resume {out}")
+            G.load_state_dict(checkpoint.module_state(tensors, "SR"))
+            checkpoint.unpack_optimizer("optSR", opt_g, tensors, meta["optSR"])
+            if "optD" in meta:
+                D.load_state_dict(checkpoint.module_state(tensors, "D"))
+                checkpoint.unpack_optimizer("optD", opt_d, tensors, meta["optD"])
 
-    def record(self, v: list[float]) -> tuple[dict[str, float], str]:
-        rec = {"loss_G": v[0], "l1": v[1], **({"feature": v[2]} if self.features is not None else {}),
-               **({"loss_D": v[3]} if self.adversarial else {}), "psnr": v[4]}
-        return rec, f"L1 {v[1]:.4f} PSNR {v[4]:.2f} dB" + (f" D {v[3]:.3f}" if self.adversarial else "")
+        def set_rank_rng(states: dict[str, torch.Tensor]) -> None:
+            checkpoint.set_process_rng(states, device)
+            checkpoint.unpack_generator(states["gen"], gen, device)
 
-    def nets(self) -> dict[str, torch.nn.Module]:
-        return {"SR": self.G, **({"D": self.D} if self.adversarial else {})}
+        def reseed(at: int) -> None:
+            torch.manual_seed(rank_seed(cfg.seed, d.rank, f"torch/{at}"))
+            gen.manual_seed(rank_seed(cfg.seed, d.rank, f"sr/{at}"))
 
-    def state(self) -> tuple[dict, dict]:
-        return _state(self.h.step, self.cfg, self.G, self.D if self.adversarial else None, self.opt_g,
-                      self.opt_d if self.adversarial else None, self.gen, self.h.device)
+        step = first_step = toolbox.restore(out, d, load, set_rank_rng, reseed) if resume else 0
+        total = toolbox.total_steps(cfg, sampler)
+        facts = {"dataset": str(data_path), "dataset_count": len(data.images), "kind": checkpoint.UPSCALER,
+                 "train_count": len(train_idx), "held_out_count": len(held_idx), "device": str(device), "world_size": d.world}
+        d.on_main(lambda: toolbox.write_config(out, cfg, facts, step))  # a failure there (a full disk) stops every rank
 
-    def restore(self, tensors: dict, meta: dict) -> None:
-        if meta.get("kind") != checkpoint.UPSCALER:
-            raise FaceganError(f"{self.h.run_dir} is a GAN run; continue it with facegan train --resume {self.h.run_dir}")
-        self.G.load_state_dict(checkpoint.module_state(tensors, "SR"))
-        checkpoint.unpack_optimizer("optSR", self.opt_g, tensors, meta["optSR"])
-        if "optD" in meta:
-            self.D.load_state_dict(checkpoint.module_state(tensors, "D"))
-            checkpoint.unpack_optimizer("optD", self.opt_d, tensors, meta["optD"])
+        # ---- what the loop writes: checkpoints, before/after panels (collective; rank 0 writes)
+        def draw() -> None:
+            """Held-out panel (input, bicubic, ours, truth) and the PSNR of N_VAL held-out faces."""
+            lr, bic, ours = upscale_held(G, held, m.scale, device)
+            p = min(PANEL, len(held))
+            nearest = np.repeat(np.repeat(lr[:p], m.scale, 1), m.scale, 2)
+            viz.save_grid(np.concatenate([nearest, bic[:p], ours[:p], held[:p]]), out / "samples" / f"step-{step:07d}.png", nrow=p)
+            val = {f"psnr_val{suffix}": metrics.compute(["psnr"], metrics.MetricInput(pairs=(x, held)))["psnr"]
+                   for suffix, x in (("", ours), ("_bicubic", bic))}
+            toolbox.append_jsonl(out / "metrics.jsonl", {"step": step, "images": step * B, **val, "val_n": len(held)})
+            viz.update_run_pictures(out)
 
-    def rank_rng(self) -> dict[str, torch.Tensor]:
-        return {**super().rank_rng(), "gen": self.gen.get_state()}
+        def save() -> Path:
+            snap = toolbox.snapshot(d, nets, {k: [*n.parameters(), *n.buffers()] for k, n in nets.items()},
+                                {**checkpoint.process_rng(device), "gen": gen.get_state()},
+                                lambda: _state(step, cfg, G, D if adversarial else None, opt_g, opt_d if adversarial else None,
+                                               gen, device), step, B)
 
-    def set_rank_rng(self, states: dict[str, torch.Tensor]) -> None:
-        super().set_rank_rng(states)
-        checkpoint.unpack_generator(states["gen"], self.gen, self.h.device)
+            def write() -> Path:
+                path = checkpoint.save(out, step, *snap, keep=cfg.keep)
+                draw()
+                return path
 
-    def reseed(self, step: int) -> None:
-        super().reseed(step)
-        self.gen.manual_seed(rank_seed(self.cfg.seed, self.h.dist.rank, f"sr/{step}"))
+            return d.on_main(write)[0]
 
-    def draw(self, step: int) -> None:
-        """Held-out panel (input, bicubic, ours, truth) and the PSNR of N_VAL held-out faces."""
-        m, held, run = self.cfg.model, self.held, self.h.run_dir
-        lr, bic, ours = upscale_held(self.G, held, m.scale, self.h.device)
-        p = min(PANEL, len(held))
-        nearest = np.repeat(np.repeat(lr[:p], m.scale, 1), m.scale, 2)
-        viz.save_grid(np.concatenate([nearest, bic[:p], ours[:p], held[:p]]), run / "samples" / f"step-{step:07d}.png", nrow=p)
-        append_jsonl(run / "metrics.jsonl", {"step": step, "images": step * self.cfg.batch, "psnr_val": float(psnr(ours, held).mean()),
-                                             "psnr_val_bicubic": float(psnr(bic, held).mean()), "val_n": len(held)})
-        viz.update_run_pictures(run)
+        def record(v: list[float]) -> tuple[dict[str, float], str]:
+            rec = {"loss_G": v[0], "l1": v[1], **({"feature": v[2]} if features is not None else {}),
+                   **({"loss_D": v[3]} if adversarial else {}), "psnr": v[4]}
+            return rec, f"L1 {v[1]:.4f} PSNR {v[4]:.2f} dB" + (f" D {v[3]:.3f}" if adversarial else "")
 
-    def info(self) -> dict[str, Any]:
-        return {"kind": checkpoint.UPSCALER, **self.counts}
-
-
-@torch.no_grad()
-def upscale_held(G: SRGenerator, hr: np.ndarray, scale: int, device: torch.device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(clean 8-bit input, bicubic, ours) for held-out uint8 images: the standard SR protocol."""
-    lr_u8 = to_uint8(downscale(to_model_input(torch.from_numpy(hr).to(device)), scale))
-    return lr_u8, to_uint8(bicubic(to_model_input(torch.from_numpy(lr_u8).to(device)), scale)), G.upscale(lr_u8)
+        # ---- the loop: degrade a batch, one step, until the budget, the clock or a signal
+        prefetch = Prefetcher(sampler, device)
+        d.step = step
+        bar = toolbox.progress_bar(out, total, step, B, show)
+        meter = toolbox.Meter(cfg, out, d, bar, None, sampler.steps_per_epoch, step, total)
+        saved_step, last_ckpt = (step if resume else -1), None
+        try:
+            with toolbox.Budget(total, cfg.max_time, meter.t_start, d) as budget:
+                while budget.running(step):
+                    hr = to_model_input(prefetch.get(step, budget.more_after(step)), cfg.flip, gen, cfg.channels_last)
+                    lr = degrade(hr, m.scale, cfg, gen)
+                    meter.add(sr_step(G_run, D_run, opt_g, opt_d, lr, hr, weights, features,
+                                      D_frozen=D if adversarial else None))
+                    step += 1
+                    d.step = step  # what the heartbeat reports
+                    if step % cfg.log_every == 0:
+                        meter.flush(step, record)
+                    if step % cfg.ckpt_every == 0:
+                        if meter.n:
+                            meter.flush(step, record)  # checks finiteness first: a diverged state is never written
+                        last_ckpt, saved_step = save(), step
+                    elif step % cfg.sample_every == 0:
+                        d.sync_buffers(nets.values())  # what rank 0 draws is what every rank holds
+                        d.on_main(draw)
+                if step != saved_step:
+                    if meter.n:
+                        meter.flush(step, record)
+                    last_ckpt, saved_step = save(), step
+        except OSError as e:
+            raise toolbox.disk_error(e, out, "train-sr") from None
+        finally:
+            prefetch.close()
+            bar.close()
+        return TrainResult(out, last_ckpt or (checkpoint.list_checkpoints(out) or [None])[-1], step, step * B,
+                           time.time() - meter.t_start, budget.stopped_by, first_step, first_step * B, nets)
 
 
 def _feature_net(device: torch.device) -> torch.nn.Module:
@@ -253,20 +275,21 @@ def _feature_net(device: torch.device) -> torch.nn.Module:
     return InceptionFeatures(device=device).stem()
 
 
-def load_sr(source: str | Path) -> tuple[dict[str, torch.Tensor], dict, SRConfig]:
-    """(tensors, meta, architecture) of an upscaler checkpoint or run; a one-line error for a GAN run."""
-    tensors, meta = checkpoint.load(source)
-    if meta.get("kind") != checkpoint.UPSCALER:
-        raise FaceganError(f"{source} is a GAN run, not an upscaler; train one with: facegan train-sr DATA --out SRRUN")
-    return tensors, meta, SRConfig.from_dict(meta["config"]["model"])
+def init_architecture(init: str | Path, scale: int) -> SRConfig:
+    """The architecture a run started from ``--init`` upscaler run INIT has (fine-tuning keeps it),
+    checked against the ``--scale`` asked for."""
+    model = saved.open(init).upscaler("cpu").cfg
+    if model.scale != scale:
+        raise FaceganError(f"--init {init} is a ×{model.scale} upscaler; give --scale {model.scale}")
+    return model
 
 
 def _init_from(G: SRGenerator, source: str) -> None:
     """Start from another upscaler run's weights (same architecture required)."""
-    tensors, _, arch = load_sr(source)
-    if arch != G.cfg:
-        raise FaceganError(f"--init {source} has architecture {arch.to_dict()}, this run {G.cfg.to_dict()}")
-    G.load_state_dict(checkpoint.module_state(tensors, "SR"))
+    init = saved.open(source).upscaler("cpu")
+    if init.cfg != G.cfg:
+        raise FaceganError(f"--init {source} has architecture {init.cfg.to_dict()}, this run {G.cfg.to_dict()}")
+    G.load_state_dict(init.state_dict())
 
 
 def _state(step: int, cfg: SRTrainConfig, G: SRGenerator, D: SRDiscriminator | None, opt_g: torch.optim.Optimizer,

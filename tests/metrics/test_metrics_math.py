@@ -208,7 +208,8 @@ def test_compute_runs_every_registered_feature_metric():
     faces, fd_face, swd — are tests/test_metrics_face.py's)."""
     real, fake = gaussian(60, 8, seed=0), gaussian(50, 8, seed=1)
     names = [n for n, m in metrics.METRICS.items() if m.inception]
-    assert [n for n in metrics.METRICS if n not in names] == ["faces", "fd_face", "swd"]
+    assert [n for n, m in metrics.METRICS.items() if n not in names and not m.pairs] == ["faces", "fd_face", "swd"]
+    assert list(metrics.PAIRED) == ["psnr", "ssim"]  # the paired ones are tests/test_sr.py's
     result = metrics.compute(names, metrics.MetricInput(real=real, fake=fake))
     assert set(result) == {"fid", "kid_mean", "kid_std", "precision", "recall", "density", "coverage",
                            "mem_fraction", "mem_nn_median", "mem_threshold"}
@@ -218,6 +219,34 @@ def test_compute_runs_every_registered_feature_metric():
 def test_unknown_metric_or_mismatched_features_is_a_user_error():
     inp = metrics.MetricInput(real=gaussian(10, 4), fake=gaussian(10, 4))
     with pytest.raises(FaceganError, match="fid, kid, pr, dc, mem"):
-        metrics.compute(["fid", "ssim"], inp)
+        metrics.compute(["fid", "lpips"], inp)
     with pytest.raises(FaceganError):
         metrics.compute(["fid"], metrics.MetricInput(real=gaussian(10, 4), fake=gaussian(10, 5)))
+
+
+def test_paired_metrics_compare_outputs_with_their_truths():
+    """psnr and ssim from the registry: exact on identical pairs, the reference formula on noisy ones,
+    and a user error without pairs (or with pairs of different shapes)."""
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
+    noisy = np.clip(truth.astype(int) + rng.integers(-8, 9, truth.shape), 0, 255).astype(np.uint8)
+    same = metrics.compute(["psnr", "ssim"], metrics.MetricInput(pairs=(truth, truth)))
+    assert same["psnr"] == float("inf") and same["ssim"] == pytest.approx(1.0, abs=1e-6)
+    mse = ((noisy.astype(np.float64) - truth) ** 2).reshape(4, -1).mean(1)
+    got = metrics.compute(["psnr", "ssim"], metrics.MetricInput(pairs=(noisy, truth)))
+    assert got["psnr"] == pytest.approx(float(np.mean(10 * np.log10(255.0**2 / mse))), rel=1e-12)
+    assert 0 < got["ssim"] < 1
+    with pytest.raises(FaceganError, match="image for image"):
+        metrics.compute(["psnr"], metrics.MetricInput())
+    with pytest.raises(FaceganError, match="image for image"):
+        metrics.compute(["ssim"], metrics.MetricInput(pairs=(noisy, truth[:2])))
+
+
+def test_every_registered_metric_is_in_the_evaluate_help_with_its_keys():
+    text = metrics.help_text()
+    for name, m in metrics.METRICS.items():
+        assert f"  {name} " in text, name
+        assert m.keys and m.about
+    assert metrics.keys(["kid", "fid"]) == ["fid", "kid_mean", "kid_std"]  # registry order
+    assert metrics.DEFAULTS == ("fid", "kid", "pr", "dc", "mem")
+

@@ -10,18 +10,20 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_cli import _one_error_line, facegan, facegan_in_process
 
 from facegan import checkpoint
 from facegan.config import SRTrainConfig
+from facegan.data.loader import split
+from facegan.data.prepare import resolve_dataset
 from facegan.errors import FaceganError
 from facegan.metrics.pixel import psnr, ssim
 from facegan.models.srresnet import SRConfig, SRDiscriminator, SRGenerator, bicubic, build_sr, downscale
-from facegan.train.harness import resume_config
+from facegan.saved import load_upscaler
+from facegan.train.toolbox import resume_config
 from facegan.train.loop import train
-from facegan.train.sr import Weights, degrade, split, sr_step, train_sr
-from facegan.upscale import evaluate_heldout, load_upscaler
-
-from test_cli import _one_error_line, facegan, facegan_in_process
+from facegan.train.sr import Weights, degrade, sr_step, train_sr
+from facegan.upscale import evaluate_heldout
 
 SMALL = SRConfig(scale=4, width=8, blocks=2, d_width=8)
 
@@ -190,8 +192,9 @@ def trained(tmp_path_factory):
     sr = facegan("train-sr", "procedural:60", "--hr-res", "64", "--scale", "4", "--width", "8", "--blocks", "1",
                  "--batch", "4", "--max-images", "8", "--out", str(root / "sr"), "--no-progress")
     assert sr.returncode == 0, sr.stderr
-    from facegan.config import TrainConfig
     from conftest import TINY
+
+    from facegan.config import TrainConfig
 
     gan = train(TrainConfig(data="procedural:64", out=str(root / "gan"), batch=16, max_images=32, log_every=1,
                             sample_every=2, ckpt_every=2, grid=4, model=TINY), progress=False)
@@ -226,6 +229,25 @@ def test_generate_upscale_pipeline(trained, tmp_path):
     assert len(files) == 3 and all(Image.open(f).size == (64, 64) for f in files)
     p = facegan_in_process("generate", str(gan_run), "--grid", str(tmp_path / "g.png"), "--rows", "2", "--upscale", str(sr_run))
     assert p.returncode == 0 and Image.open(tmp_path / "g.png").size == (2 * 64 + 3 * 2,) * 2
+
+
+@pytest.mark.slow
+def test_evaluate_measures_an_upscaler_run_on_its_held_out_split(trained, tmp_path):
+    """`facegan evaluate SRRUN`: the registry's paired metrics (psnr, ssim) for ours and bicubic, what
+    evaluate_heldout gives, in eval.json; set metrics are refused for an upscaler and paired ones for a GAN."""
+    sr_run, gan_run = trained
+    p = facegan_in_process("evaluate", str(sr_run), "-n", "3", "--out", str(tmp_path / "ev"))
+    assert p.returncode == 0, p.stderr
+    got = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    want = evaluate_heldout(load_upscaler(sr_run), resolve_dataset("procedural:60", 64), 20, n=3)
+    assert set(got) == {"step", "n", "psnr", "ssim", "psnr_bicubic", "ssim_bicubic", "detail", "detail_bicubic"}
+    assert got["n"] == 3 and all(got[k] == pytest.approx(want[k], rel=1e-9) for k in want)
+    assert 10 < got["psnr"] < 60 and 0 < got["ssim"] <= 1
+    for args, needle in (((str(sr_run), "--metrics", "fid"), "measured with psnr, ssim"),
+                         ((str(gan_run), "--metrics", "psnr"), "give an upscaler run")):
+        bad = facegan_in_process("evaluate", *args, "--out", str(tmp_path / "bad"))
+        assert bad.returncode == 2 and needle in _one_error_line(bad)
+        assert not (tmp_path / "bad").exists()
 
 
 @pytest.mark.parametrize(

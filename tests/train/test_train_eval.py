@@ -8,7 +8,7 @@ import pytest
 from facegan import checkpoint
 from facegan.errors import FaceganError
 from facegan.metrics import evaluate as ev_mod
-from facegan.train.harness import resume_config
+from facegan.train.toolbox import resume_config
 from facegan.train.loop import train
 
 

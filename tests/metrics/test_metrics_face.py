@@ -19,7 +19,7 @@ from facegan.errors import FaceganError
 from facegan.metrics import face_detect, fd_face, inception, swd
 from facegan.metrics.evaluate import Evaluator
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces-aaf-128.zip"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "faces-aaf-128.zip"
 dlib_needed = pytest.mark.skipif(importlib.util.find_spec("dlib") is None, reason="the anonymize extra (dlib) is not installed")
 
 

@@ -19,7 +19,7 @@ from facegan.errors import FaceganError
 from facegan.models import efficientnet_lite as E
 from facegan.models.dcgan import ModelConfig, build
 from facegan.models.projected import ProjectedDiscriminator
-from facegan.train.harness import resume_config
+from facegan.train.toolbox import resume_config
 from facegan.train.loop import train
 
 try:

@@ -11,7 +11,7 @@ from PIL import Image
 from facegan import checkpoint, load_generator
 from facegan.errors import FaceganError
 from facegan.train import loss
-from facegan.train.harness import resume_config
+from facegan.train.toolbox import resume_config
 from facegan.train.loop import train
 
 

@@ -279,7 +279,7 @@ def test_a_missing_extra_is_one_line_naming_it(monkeypatch, tmp_path):
 def test_poisson_blend_and_the_upscaler_path(portraits, model):
     from facegan.anonymize.replace import Replacer
     from facegan.models.srresnet import SRConfig, SRGenerator
-    from facegan.sample import load_generator
+    from facegan.saved import load_generator
 
     G = load_generator(model)
     sr = SRGenerator(SRConfig(scale=4, width=8, blocks=1)).eval()  # untrained: exactly bicubic ×4
