@@ -14,7 +14,9 @@ import math
 import os
 import types
 import typing
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from facegan.errors import FaceganError, describe_os_error
 
@@ -142,3 +144,65 @@ def _is_a(value: object, hint: object) -> bool:
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
     return isinstance(value, hint) if isinstance(hint, type) else False
+
+
+# ---- the option table: each config field's command-line option, declared once beside the field ----
+
+@dataclass(frozen=True)
+class Opt:
+    """What a config field is as an option: its flag and help, the bounds and choices every value
+    (typed, or read back from a saved run) is checked against, and whether ``--resume`` may change
+    it. The CLI's options, the validator, the resume allow-list and docs/options.md are derived
+    from these (facegan.config, facegan.cli)."""
+
+    help: str
+    flag: str = ""  # default: --the-field-name
+    short: str = ""
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    choices: tuple[str, ...] = ()
+    resume: bool = False  # may change when a run is continued (budgets, device, speed, cadence)
+    negate: str = ""  # a boolean's off switch, when not --no-FLAG
+
+
+def option(default: Any, help: str, **kw: Any) -> Any:
+    """A dataclass field with its option (see :class:`Opt`)."""
+    return dataclasses.field(default=default, metadata={"option": Opt(help, **kw)})
+
+
+def options(cls: type) -> list[tuple[dataclasses.Field, Opt]]:
+    """The fields of dataclass ``cls`` that are options, in declaration order."""
+    return [(f, f.metadata["option"]) for f in dataclasses.fields(cls) if "option" in f.metadata]
+
+
+def flag(f: dataclasses.Field) -> str:
+    o = f.metadata["option"]
+    return o.flag or "--" + f.name.replace("_", "-")
+
+
+def check_options(cfg: object) -> None:
+    """Every option field of ``cfg`` against its declared bounds and choices (None: not given)."""
+    hints = typing.get_type_hints(type(cfg))
+    for f, o in options(type(cfg)):
+        value = getattr(cfg, f.name)
+        if value is None:
+            continue
+        base = _base(hints[f.name])
+        if o.choices and value not in o.choices:
+            raise FaceganError(f"{flag(f)} must be one of {', '.join(o.choices)}, not {value!r}")
+        if base is int:
+            integer(flag(f), value, _int(o.lo), _int(o.hi))
+        elif base is float:
+            number(flag(f), value, o.lo, o.hi, o.lo_open, o.hi_open)
+
+
+def _base(hint: object) -> object:
+    """int for ``int | None``, and so on."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1 else hint
+
+
+def _int(v: float | None) -> int | None:
+    return None if v is None else int(v)

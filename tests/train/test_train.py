@@ -124,6 +124,7 @@ def test_signal_stops_gracefully_with_checkpoint(tiny_cfg, monkeypatch):
     assert signal.getsignal(signal.SIGINT) is before  # handler restored
 
 
+@pytest.mark.slow
 def test_max_time_budget(tiny_cfg):
     res = train(replace(tiny_cfg, max_images=None, max_time=1.0), progress=False)
     assert res.stopped_by == "time" and res.steps > 0

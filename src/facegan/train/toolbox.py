@@ -38,7 +38,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ from torch import nn
 from tqdm import tqdm
 
 from facegan import checkpoint, checks, viz
-from facegan.config import BUDGETS, SRTrainConfig, TrainConfig, validate
+from facegan.config import BUDGETS, SRTrainConfig, TrainConfig, resumable, validate
 from facegan.data.loader import BatchSampler
 from facegan.data.prepare import PreparedData, absolute_source, open_prepared, resolve_dataset
 from facegan.dist import Dist, env_world
@@ -115,15 +115,12 @@ def resume_folder(path: str | Path) -> Path:
 
 
 def resume_config(run: str | Path, **overrides: Any) -> TrainConfig | SRTrainConfig:
-    """The saved config of ``run`` (a GAN or an upscaler run, or its newest checkpoint) with only
-    budgets, device, speed options and logging cadence replaceable."""
+    """The saved config of ``run`` (a GAN or an upscaler run, or its newest checkpoint) with only the
+    options the table marks resumable (budgets, device, speed, cadence) replaced; others are ignored."""
     run = resume_folder(run)
     meta = checkpoint.read_meta(run)
     cfg = checkpoint.saved_config(meta.get("kind"), meta["config"])
-    allowed = BUDGETS | {"device", "precision", "channels_last", "tf32", "compile", "resident", "tensorboard",
-                         "log_every", "sample_every", "ckpt_every", "keep", "eval_every", "eval_n", "eval_metrics",
-                         "dist_timeout"}
-    given = {k: v for k, v in overrides.items() if v is not None and k in allowed & {f.name for f in fields(cfg)}}
+    given = {k: v for k, v in overrides.items() if v is not None and k in resumable(cfg)}
     if BUDGETS & given.keys():
         cfg = replace(cfg, max_images=None, epochs=None, max_time=None)
     return replace(cfg, out=str(run), **given)
