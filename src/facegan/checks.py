@@ -153,7 +153,7 @@ class Opt:
     """What a config field is as an option: its flag and help, the bounds and choices every value
     (typed, or read back from a saved run) is checked against, and whether ``--resume`` may change
     it. The CLI's options, the validator, the resume allow-list and docs/options.md are derived
-    from these (facegan.config, facegan.cli)."""
+    from these (facegan.config, facegan.cli.train)."""
 
     help: str
     flag: str = ""  # default: --the-field-name

@@ -209,3 +209,54 @@ def training_scale(source: str | Path, res: int, channels: int, n: int = 1000) -
         return nn_scale(open_prepared(resolve_dataset(data, res, channels, progress=False)).images, n), str(data)
     except FaceganError as e:
         return None, f"its training data {data} is not available here ({e})"
+
+
+@dataclass
+class Fit:
+    """What :func:`fit_photo` found and wrote: the projection, its folder, how close it got
+    (``distance`` in 32² pixel space) against the model's own nearest-neighbour ``scale`` of
+    training faces (None, with ``about`` saying why, where the training data is not here), and,
+    with ``crop="align"``, the face it aligned (``found``)."""
+
+    result: Projection
+    folder: Path
+    distance: float
+    scale: float | None
+    about: str
+    found: str | None = None
+
+
+def fit_photo(photo: str | Path, model: str | Path, steps: int = 300, starts: int = 8, seed: int = 0,
+              out: str | Path | None = None, crop: str = "center", features: bool = True, device: str = "auto",
+              ema: bool = True) -> Fit:
+    """`facegan project`: the options checked, the photo framed (``crop``: a crop of
+    facegan.data.images, or "align": found and aligned by its landmarks to the model's framing),
+    the latent searched, and everything written to ``out`` (default MODEL/projections/PHOTO_NAME)."""
+    from facegan import saved
+    from facegan.data.images import CROPS
+    from facegan.device import pick_device
+
+    photo = Path(photo)
+    checks.integer("--steps", steps, 1, 100_000)
+    checks.integer("--starts", starts, 1, 1024)
+    checks.seed("--seed", seed)
+    if crop not in (*CROPS, "align"):
+        raise FaceganError(f"--crop must be one of {', '.join(CROPS)}, align, not {crop!r}")
+    model_ = saved.open(model)
+    folder = checks.output_dir("--out", out or model_.home / "projections" / photo.stem)
+    G = model_.generator(pick_device(device), ema)
+    found = None
+    if crop == "align":
+        from facegan.anonymize.align import face_target
+        from facegan.data.images import decode_image
+
+        target, found = face_target(read_photo(photo, decode_image), G)
+    else:
+        target = target_from_photo(photo, G.cfg.res, G.cfg.channels, crop)
+    result = project(G, target, steps=steps, starts=starts, seed=seed, weights=None if features else {"feature": 0.0})
+    d = distance(result.face, result.target)
+    scale, about = training_scale(model, G.cfg.res, G.cfg.channels)
+    meta = {"photo": str(photo), "model": str(model), "steps": steps, "starts": starts, "seed": seed, "start": result.start,
+            "crop": crop, "loss": result.losses[-1]["loss"], "distance": d, "nn_scale": scale}
+    write(result, folder, meta)
+    return Fit(result, folder, d, scale, about, found)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from facegan import checks
 from facegan.anonymize import align, detect, video
 from facegan.anonymize.pipeline import MODES, Anonymizer, Record
 from facegan.anonymize.replace import BLENDS, STARTS, STEPS, Replacer
@@ -46,13 +47,35 @@ def build(model: str | Path | None, upscaler: str | Path | None = None, detector
         G = saved.load_generator(model, device=device, ema=ema)
         sr = None
         if upscaler is not None:
-
             sr = saved.load_upscaler(upscaler, device=device)
         template, source = align.measure_template(G) if template is None else (np.asarray(template), "given")
         replacer = Replacer(G, template, upscaler=sr, steps=steps, starts=starts, blend=blend)
         setup.update(upscaler=None if upscaler is None else str(upscaler), steps=steps, starts=starts, blend=blend, mixes=list(replacer.mixes),
                      template=np.round(template, 4).tolist(), template_source=source)
     return Anonymizer(find, replacer, mode=mode, seed=seed), setup
+
+
+def run(src: str | Path, out: str | Path, model: str | Path | None, upscaler: str | Path | None = None,
+        detector: str = detect.DEFAULT_DETECTOR, mode: str = MODES[0], seed: int = 0, steps: int = STEPS,
+        starts: int = STARTS, blend: str = BLENDS[0], device: str = "auto", upsample: int = 1) -> tuple[dict, Path]:
+    """`facegan anonymize`: the options and paths checked before any model loads (an output inside
+    the input would overwrite or re-read the originals), then every input anonymized into ``out``;
+    (the audit, the output folder)."""
+    from facegan.device import pick_device
+
+    src = Path(src)
+    checks.seed("--seed", seed)
+    checks.integer("--steps", steps, 1, 10_000)
+    checks.integer("--starts", starts, 1, 64)
+    checks.integer("--upsample", upsample, 0, 3)
+    if not src.exists():
+        raise FaceganError(f"input not found: {src}")
+    folder = checks.output_dir("--out", out)
+    if folder.resolve() == src.resolve() or (src.is_dir() and src.resolve() in folder.resolve().parents):
+        raise FaceganError("--out must not be the input folder or inside it (the originals would be overwritten or re-read)")
+    anon, setup = build(model, upscaler, detector=detector, mode=mode, seed=seed, steps=steps, starts=starts, blend=blend,
+                        device=str(pick_device(device)), upsample=upsample)
+    return anonymize_path(anon, src, folder, setup), folder
 
 
 def inputs(src: Path) -> list[Path]:
