@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 from facegan import checks, metrics
 from facegan.checks import option
 from facegan.device import PRECISIONS, RESIDENT_MODES
+from facegan.dist import DEFAULT_TIMEOUT_S
 from facegan.errors import FaceganError
 from facegan.models import efficientnet_lite
 from facegan.models.dcgan import ModelConfig
@@ -130,7 +131,7 @@ class TrainConfig(_NestsModel):
     eval_metrics: str = option("fid,kid", "Metrics of the periodic evaluation, fid among them (faces,fd_face,swd too: see "
                                "`facegan evaluate --help`).", resume=True)
     sync_bn: bool = option(False, "Many ranks on CUDA: BatchNorm statistics of the global batch (default: each rank's own rows).")
-    dist_timeout: float = option(1800.0, "Many ranks: seconds without an answer from a peer before the run stops with an "
+    dist_timeout: float = option(DEFAULT_TIMEOUT_S, "Many ranks: seconds without an answer from a peer before the run stops with an "
                                  "error naming it.", lo=1, hi=7 * 86_400, resume=True)
     model: ModelConfig = field(default_factory=ModelConfig)
     MODEL: ClassVar[type] = ModelConfig
@@ -301,7 +302,7 @@ class SRTrainConfig(_NestsModel):
     sample_every: int = option(100, "Steps between held-out panels (input / bicubic / ours / truth).", lo=1, resume=True)
     ckpt_every: int = option(250, "Steps between checkpoints.", lo=1, resume=True)
     keep: int = option(3, "Checkpoints kept (newest).", lo=1, resume=True)
-    dist_timeout: float = option(1800.0, "Many ranks: seconds without an answer from a peer before the run stops with an "
+    dist_timeout: float = option(DEFAULT_TIMEOUT_S, "Many ranks: seconds without an answer from a peer before the run stops with an "
                                  "error naming it.", lo=1, hi=7 * 86_400, resume=True)
     model: SRConfig = field(default_factory=SRConfig)
     MODEL: ClassVar[type] = SRConfig

@@ -39,6 +39,7 @@ from facegan.device import pick_device
 from facegan.errors import FaceganError, error_line
 
 T = TypeVar("T")
+DEFAULT_TIMEOUT_S = 1800.0  # --dist-timeout's default: a peer silent this long is an error naming it
 HEARTBEAT_S = 1.0  # how often each rank writes "alive at step N" into the rendezvous store
 BEAT_WRITE_S = 5.0  # the longest one heartbeat write may block (its own store connection's timeout)
 
@@ -90,7 +91,7 @@ class Dist:
 
     # ---- set-up and teardown -------------------------------------------------------------------
     @classmethod
-    def setup(cls, device_name: str = "auto", timeout_s: float = 1800.0) -> "Dist":
+    def setup(cls, device_name: str = "auto", timeout_s: float = DEFAULT_TIMEOUT_S) -> "Dist":
         """Join the run torchrun started (or stay alone); picks this rank's device."""
         rank, world, local = env_world()
         device = pick_device(device_name)
@@ -294,7 +295,7 @@ class Dist:
 
 
 @contextmanager
-def session(device_name: str = "auto", timeout_s: float = 1800.0) -> Iterator[Dist]:
+def session(device_name: str = "auto", timeout_s: float = DEFAULT_TIMEOUT_S) -> Iterator[Dist]:
     """This process's place in the run for the length of a command: joined, then left; a failed
     collective inside becomes one line naming the rank that stopped answering."""
     d = Dist.setup(device_name, timeout_s)
