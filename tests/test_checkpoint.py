@@ -106,3 +106,22 @@ def test_optimizer_state_roundtrip():
     opt.step()
     opt2.step()
     assert all(torch.equal(a, b) for a, b in zip(net.parameters(), net2.parameters()))
+
+
+def test_a_checkpoint_names_its_nets_and_a_false_list_is_refused(tiny_cfg, tmp_path):
+    """The training loop writes which nets a checkpoint holds; readers use it (saved.has_ema), and a list
+    that does not match what the file's config builds is a damaged file, not a different model."""
+    from dataclasses import replace
+
+    from facegan import saved
+    from facegan.train.loop import train
+
+    res = train(replace(tiny_cfg, ema=0.9), progress=False)
+    meta = checkpoint.read_meta(res.checkpoint)
+    assert meta["nets"] == ["D", "G", "G_ema"] and saved.open(res.run).has_ema
+    plain = train(replace(tiny_cfg, out=str(tmp_path / "plain")), progress=False)
+    assert checkpoint.read_meta(plain.checkpoint)["nets"] == ["D", "G"] and not saved.open(plain.run).has_ema
+    tensors, meta = checkpoint.load(res.checkpoint)
+    bad = checkpoint.save(tmp_path / "bad", meta["step"], tensors, {**meta, "nets": ["D", "G"]})
+    with pytest.raises(FaceganError, match="'nets' is"):
+        checkpoint.load(bad)

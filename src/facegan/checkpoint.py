@@ -231,6 +231,8 @@ def _expected(meta: dict[str, Any]) -> tuple[dict[str, Spec], dict[str, Spec]]:
         del nets["D"], trained["optD"]
     if kind is None and cfg.has_ema:
         nets["G_ema"] = nets["G"]
+    if "nets" in meta and meta["nets"] != sorted(nets):  # what the file says it holds must be what its config builds
+        raise FaceganError(f"'nets' is {meta['nets']!r:.80}, but its config makes {sorted(nets)}")
     required: dict[str, Spec] = {"rng.torch": ((torch.get_rng_state().numel(),), "U8"), "rng.gen": (None, "U8")}
     for prefix, net in nets.items():
         required.update({f"{prefix}.{k}": (tuple(v.shape), _DTYPES.get(v.dtype, str(v.dtype))) for k, v in net.state_dict().items()})

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,57 @@ Waypoint = int | tuple[int, int]
 def face_file(seed: int, index: int, ext: str = "png") -> str:
     """The file name of face (seed, index) wherever faces are written one per file (folders, zips)."""
     return f"seed{seed}-{index:06d}.{ext}"
+
+
+@dataclass
+class Written:
+    """What :func:`generate_from` wrote: the grid file, or the folder of faces with its manifest."""
+
+    path: Path
+    size: int  # the side of each face, after upscaling
+    manifest: Path | None = None
+
+
+def check_options(seed: int, start: int = 0, rows: int = 6, truncation: float | None = None, grid: str | Path | None = None,
+                  out: str | Path | None = None) -> None:
+    """`facegan generate`'s options, checked before any slow work (and before ``--nproc`` starts ranks)."""
+    checks.seed("--seed", seed)
+    checks.integer("--start", start, 0, checks.SEED_MAX)
+    checks.integer("--rows", rows, 1, 64)
+    checks.truncation("--truncation", truncation)
+    if grid is not None:
+        checks.output_file("--grid", grid, "grid.png")
+    if out is not None:
+        checks.output_dir("--out", out)
+
+
+def generate_from(source: str | Path, n: int = 64, seed: int = 0, start: int = 0, out: str | Path | None = None,
+                  grid: str | Path | None = None, rows: int = 6, batch: int = 256, device: str = "auto", ema: bool = True,
+                  truncation: float | None = None, upscale: str | Path | None = None, precision: str = "fp32",
+                  workers: int | None = None) -> Written | None:
+    """`facegan generate`: ``n`` faces of the saved model ``source`` (optionally through the upscaler
+    ``upscale``) as PNG files with a manifest in ``out`` (default MODEL_HOME/generated/seedS), or a
+    rows×rows ``grid``. With several ranks the files are shared out; None on ranks other than 0."""
+    from facegan import saved
+    from facegan.device import sampling_precision
+    from facegan.dist import session
+
+    check_options(seed, start, rows, truncation, grid, out)
+    with session(device) as d:
+        precision = sampling_precision(precision, d.device)
+        model = saved.open(source)
+        G = model.generator(d.device, ema)
+        sr = saved.load_upscaler(upscale, device=d.device) if upscale is not None else None
+        size = G.cfg.res * (sr.cfg.scale if sr is not None else 1)
+        if grid is not None:
+            path = write_grid(G, grid, rows=rows, seed=seed, truncation=truncation, upscaler=sr, precision=precision) \
+                if d.is_main else None
+            return Written(path, size) if d.is_main else None
+        folder = Path(out) if out is not None else \
+            model.home / "generated" / (f"seed{seed}" + (f"-x{sr.cfg.scale}" if sr is not None else ""))
+        manifest = generate(G, folder, n, seed=seed, start=start, batch_size=batch, truncation=truncation, upscaler=sr,
+                            precision=precision, workers=workers, dist=d)
+    return Written(folder, size, manifest) if d.is_main else None
 
 
 def generate(G: Generator, out_dir: str | Path, n: int, seed: int = 0, start: int = 0,

@@ -56,35 +56,18 @@ def generate(
     nproc: Optional[int] = typer.Option(None, "--nproc", help=NPROC_HELP + " The files are the ones one process writes."),
 ) -> None:
     """Generate faces from a trained generator: PNG files with a manifest, or a grid."""
-    from facegan import sample, saved
-    from facegan.device import sampling_precision
-    from facegan.dist import session
+    from facegan import sample
 
-    checks.seed("--seed", seed)
-    checks.integer("--start", start, 0, checks.SEED_MAX)
-    checks.integer("--rows", rows, 1, 64)
-    checks.truncation("--truncation", truncation)
-    if grid is not None:
-        checks.output_file("--grid", grid, "grid.png")
-    if out is not None:
-        checks.output_dir("--out", out)
+    sample.check_options(seed, start, rows, truncation, grid, out)  # before any slow work or rank
     launch(nproc)
-    with session(device) as d:
-        dev = d.device
-        precision = sampling_precision(precision, dev)
-        G = saved.load_generator(source, device=dev, ema=use_ema)
-        sr = saved.load_upscaler(upscale, device=dev) if upscale is not None else None
-        if grid is not None:
-            if d.is_main:
-                path = sample.write_grid(G, grid, rows=rows, seed=seed, truncation=truncation, upscaler=sr, precision=precision)
-                typer.echo(f"wrote a {rows}×{rows} grid of faces: {path}")
-            return
-        folder = out or saved.open(source).home / "generated" / (f"seed{seed}" + (f"-x{sr.cfg.scale}" if sr is not None else ""))
-        manifest = sample.generate(G, folder, n, seed=seed, start=start, batch_size=batch, truncation=truncation, upscaler=sr,
-                                   precision=precision, workers=workers, dist=d)
-    size = G.cfg.res * (sr.cfg.scale if sr is not None else 1)
-    if not d.rank:
-        typer.echo(f"wrote {n} faces ({size}×{size}) to {folder} (manifest: {manifest})")
+    done = sample.generate_from(source, n, seed=seed, start=start, out=out, grid=grid, rows=rows, batch=batch, device=device,
+                                ema=use_ema, truncation=truncation, upscale=upscale, precision=precision, workers=workers)
+    if done is None:  # a rank other than 0
+        return
+    if grid is not None:
+        typer.echo(f"wrote a {rows}×{rows} grid of faces: {done.path}")
+    else:
+        typer.echo(f"wrote {n} faces ({done.size}×{done.size}) to {done.path} (manifest: {done.manifest})")
 
 
 @app.command()

@@ -156,11 +156,12 @@ def train_sr(src: Optional[str] = None, resume: Optional[Path] = None, nproc: Op
 def _train_sr_command() -> typing.Callable[..., None]:
     from facegan.config import SRTrainConfig
     from facegan.models.srresnet import SRConfig
+    from facegan.train.sr import DEFAULT_EPOCHS
 
     own = _run_params("High-resolution training photos (any source `prepare` takes, or a prepared .npy). Default: "
                       "built-in procedural faces.",
                       "Continue the upscaler run in this folder from its newest checkpoint (that checkpoint file works too).")
-    said = {"out": "runs/sr, numbered if taken", "epochs": "5 when no budget is given"}
+    said = {"out": "runs/sr, numbered if taken", "epochs": f"{DEFAULT_EPOCHS:g} when no budget is given"}
     return _command(train_sr, own, _table_options(SRTrainConfig, SRConfig, defaults=said))
 
 

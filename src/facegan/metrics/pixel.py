@@ -33,8 +33,14 @@ def _float(images: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 def psnr(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> np.ndarray:
     """Per-image PSNR in dB of uint8 batches ``a`` vs ``b`` (inf where identical)."""
-    mse = (_float(a) - _float(b)).pow(2).flatten(1).mean(1)
-    return (10 * torch.log10(255.0**2 / mse)).numpy()
+    return psnr_db(_float(a), _float(b), 255.0).numpy()
+
+
+def psnr_db(x: torch.Tensor, y: torch.Tensor, peak: float, floor: float = 0.0) -> torch.Tensor:
+    """Per-image PSNR in dB of (N, …) tensors whose values span ``peak``, where they are (the training
+    step logs it on the device, with no host sync); the mean squared error floored at ``floor``."""
+    mse = (x - y).pow(2).flatten(1).mean(1)
+    return 10 * torch.log10(peak**2 / (mse.clamp_min(floor) if floor else mse))
 
 
 def compute_psnr(inp: MetricInput) -> dict[str, float]:

@@ -31,11 +31,12 @@ from facegan.data.loader import BatchSampler, Prefetcher, split, to_model_input
 from facegan.device import configure
 from facegan.dist import ddp, rank_seed, session
 from facegan.errors import FaceganError
-from facegan.metrics.pixel import upscale_held
+from facegan.metrics.pixel import psnr_db, upscale_held
 from facegan.models.srresnet import SRConfig, SRDiscriminator, SRGenerator, build_sr, downscale
 from facegan.train import loss, toolbox
 from facegan.train.toolbox import TrainResult
 
+DEFAULT_EPOCHS = 5.0  # the budget of a new run given none (--max-images, --epochs, --max-time)
 PANEL = 6  # held-out faces in the sample panels
 N_VAL = 64  # held-out faces whose PSNR is logged at every checkpoint
 
@@ -128,8 +129,7 @@ def sr_step(G: torch.nn.Module, D: torch.nn.Module | None, opt_g: torch.optim.Op
     total.backward()
     opt_g.step()
     with torch.no_grad():
-        mse = (sr.detach().clamp(-1, 1) - hr).pow(2).flatten(1).mean(1)
-        batch_psnr = (10 * torch.log10(4.0 / mse.clamp_min(1e-10))).mean()  # [−1, 1] spans 2: peak² = 4
+        batch_psnr = psnr_db(sr.detach().clamp(-1, 1), hr, 2.0, floor=1e-10).mean()  # [−1, 1] spans 2
         return torch.stack([total.detach(), l1.detach(), feat.detach(), loss_d.detach(), batch_psnr])
 
 
@@ -279,7 +279,7 @@ def _feature_net(device: torch.device) -> torch.nn.Module:
 def resolve(**options: Any) -> SRTrainConfig:
     """The upscaler run the options describe (None: not given): SRTrainConfig's defaults, then the
     options (SRConfig's fields go to the model); fine-tuning from ``init`` keeps that run's
-    architecture; 5 epochs when no budget is given."""
+    architecture; DEFAULT_EPOCHS when no budget is given."""
     given = {k: v for k, v in options.items() if v is not None}
     model_fields = {f.name for f in fields(SRConfig)}
     try:
@@ -289,7 +289,7 @@ def resolve(**options: Any) -> SRTrainConfig:
     if given.get("init") is not None:  # fine-tuning keeps the architecture of the run it starts from
         model = init_architecture(given["init"], model.scale)
     if not BUDGETS & given.keys():
-        given["epochs"] = 5.0
+        given["epochs"] = DEFAULT_EPOCHS
     return replace(SRTrainConfig(model=model), **{k: v for k, v in given.items() if k not in model_fields})
 
 

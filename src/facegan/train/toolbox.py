@@ -292,7 +292,8 @@ def snapshot(d: Dist, nets: dict[str, nn.Module], weights: dict[str, list[torch.
     """Collective: buffers averaged, weights compared, random states gathered; (tensors, meta) on rank 0.
 
     ``weights`` are what the ranks compare; ``rank_rng`` this rank's own random states, saved for
-    every rank; ``state()`` everything else the checkpoint holds (called on rank 0 only).
+    every rank; ``state()`` everything else the checkpoint holds (called on rank 0 only). The meta
+    names the nets the file holds (``nets``), so a reader need not infer them from the config.
     """
     d.sync_buffers(nets.values())
     d.check_same(weights, step)
@@ -300,9 +301,10 @@ def snapshot(d: Dist, nets: dict[str, nn.Module], weights: dict[str, list[torch.
     if not d.is_main:
         return None
     tensors, meta = state()
+    held = sorted({k.split(".")[0] for k in tensors if not k.startswith(("opt", "rng."))})  # the nets: G, D, G_ema / SR, D
     for r, states in enumerate(rngs):
         tensors.update({(f"rng.{k}" if r == 0 else f"rng.r{r}.{k}"): v for k, v in states.items()})
-    return tensors, {**meta, "images": step * batch, "world_size": d.world}
+    return tensors, {**meta, "images": step * batch, "world_size": d.world, "nets": held}
 
 
 def restore(run: Path, d: Dist, load: Callable[[dict[str, torch.Tensor], dict[str, Any]], None],
