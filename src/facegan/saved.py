@@ -7,14 +7,7 @@ folder, or the model folder itself), what it was trained on, and which generator
 EMA one when the run kept it). Everything is read from JSON and safetensors, checked against
 the architecture it claims before any weight is used: opening a model never executes code.
 
-A model folder (``facegan export RUN --out DIR``) is laid out as on the Hugging Face hub:
-
-    DIR/config.json          format, architecture, preset, recipe, images seen, measured FID/KID
-    DIR/model.safetensors    the generator users see (the EMA one when the run keeps it), fp32
-    DIR/README.md            the model card: data, budget, recipe, metrics, samples, licence caveat
-    DIR/samples.png          a 6×6 grid of faces 0..35 of seed 0
-    DIR/upscaler.safetensors with --upscaler: the ×2/×4 face upscaler
-    DIR/model.onnx           with --onnx: z (batch, z_dim) → images (batch, C, res, res) in [−1, 1]
+A model folder is what ``facegan export RUN --out DIR`` writes (its layout: facegan.export).
 
 This module reads models; it imports nothing from training (a test enforces the import flow).
 """
