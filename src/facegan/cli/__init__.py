@@ -11,11 +11,15 @@ The areas, in the order `facegan --help` lists them: data (prepare), train (pres
 train-sr), faces (demo, generate, export, upscale, interpolate, project), serve, anonymize,
 measure (evaluate, report).
 """
+# isort: skip_file
 
-# isort: off - the order the commands are registered in is the order `facegan --help` lists them
-from facegan.cli import anonymize, data, faces, measure, serve, train  # noqa: F401 - each registers its commands
-
-# isort: on
+# The order the areas are imported in is the order `facegan --help` lists their commands.
+from facegan.cli import data  # noqa: F401, I001 - each module registers its commands
+from facegan.cli import train  # noqa: F401, I001
+from facegan.cli import faces  # noqa: F401, I001
+from facegan.cli import measure  # noqa: F401, I001
+from facegan.cli import serve  # noqa: F401, I001
+from facegan.cli import anonymize  # noqa: F401, I001
 from facegan.cli.app import app, main
 from facegan.errors import error_line, exit_code
 

@@ -91,7 +91,7 @@ def train(src: Optional[str] = None, resume: Optional[Path] = None, nproc: Optio
             raise FaceganError(f"{resume} is an upscaler run; continue it with facegan train-sr --resume {resume}")
     else:
         preset = options.pop("preset") or config.DEFAULT_PRESET
-        out = options.pop("out") or free_run_dir(preset)
+        out = Path(options.pop("out") or free_run_dir(preset))  # a path as the user typed it, normalised ("runs/x/" → "runs/x")
         cfg = config.resolve(preset, data=src, out=str(out), **options)
     result = run_train(cfg, resume=resume is not None, progress=progress)
     if quiet_rank():
@@ -140,7 +140,8 @@ def train_sr(src: Optional[str] = None, resume: Optional[Path] = None, nproc: Op
         if not isinstance(cfg, SRTrainConfig):
             raise FaceganError(f"{resume} is a GAN run; continue it with facegan train --resume {resume}")
     else:
-        cfg = resolve(data=src, **{**options, "out": str(options["out"] or free_run_dir("sr"))})
+        paths = {k: str(Path(options[k])) for k in ("out", "init") if options[k] is not None}  # normalised, as paths
+        cfg = resolve(data=src, **{**options, "out": str(free_run_dir("sr")), **paths})
     result = run_train_sr(cfg, resume=resume is not None, progress=progress)
     if quiet_rank():
         return

@@ -105,6 +105,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
 
             step = first_step = toolbox.restore(out, d, load, lambda s: checkpoint.set_process_rng(s, device),
                                             lambda at: torch.manual_seed(rank_seed(cfg.seed, d.rank, f"torch/{at}"))) if resume else 0
+            d.step = step  # what the heartbeat reports from here on
             evaluator, best, eval_names = None, math.inf, metrics.parse(cfg.eval_metrics)
             if cfg.eval_every:
                 from facegan.metrics.evaluate import Evaluator  # only runs that evaluate need the metrics extra
@@ -170,7 +171,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
 
             # ---- the loop: one D step and one G step per global batch, until the budget, the clock or a signal
             prefetch = Prefetcher(sampler, device)
-            d.step = step
             bar = toolbox.progress_bar(out, total, step, B, show)
             meter = toolbox.Meter(cfg, out, d, bar, tb, sampler.steps_per_epoch, step, total)
             saved_step, last_ckpt = (step if resume else -1), None

@@ -191,6 +191,7 @@ def train_sr(cfg: SRTrainConfig, resume: bool = False, progress: bool = True) ->
             gen.manual_seed(rank_seed(cfg.seed, d.rank, f"sr/{at}"))
 
         step = first_step = toolbox.restore(out, d, load, set_rank_rng, reseed) if resume else 0
+        d.step = step  # what the heartbeat reports from here on
         total = toolbox.total_steps(cfg, sampler)
         facts = {"dataset": str(data_path), "dataset_count": len(data.images), "kind": checkpoint.UPSCALER,
                  "train_count": len(train_idx), "held_out_count": len(held_idx), "device": str(device), "world_size": d.world}
@@ -228,7 +229,6 @@ def train_sr(cfg: SRTrainConfig, resume: bool = False, progress: bool = True) ->
 
         # ---- the loop: degrade a batch, one step, until the budget, the clock or a signal
         prefetch = Prefetcher(sampler, device)
-        d.step = step
         bar = toolbox.progress_bar(out, total, step, B, show)
         meter = toolbox.Meter(cfg, out, d, bar, None, sampler.steps_per_epoch, step, total)
         saved_step, last_ckpt = (step if resume else -1), None
