@@ -164,7 +164,6 @@ class Opt:
     hi_open: bool = False
     choices: tuple[str, ...] = ()
     resume: bool = False  # may change when a run is continued (budgets, device, speed, cadence)
-    negate: str = ""  # a boolean's off switch, when not --no-FLAG
 
 
 def option(default: Any, help: str, **kw: Any) -> Any:
@@ -182,6 +181,11 @@ def flag(f: dataclasses.Field) -> str:
     return o.flag or "--" + f.name.replace("_", "-")
 
 
+def declared(f: dataclasses.Field, hint: object) -> str:
+    """The flag as the CLI declares it (and docs/options.md shows it): --x, or --x/--no-x for a switch."""
+    return f"{flag(f)}/--no-{flag(f)[2:]}" if base_type(hint) is bool else flag(f)
+
+
 def check_options(cfg: object) -> None:
     """Every option field of ``cfg`` against its declared bounds and choices (None: not given)."""
     hints = typing.get_type_hints(type(cfg))
@@ -189,7 +193,7 @@ def check_options(cfg: object) -> None:
         value = getattr(cfg, f.name)
         if value is None:
             continue
-        base = _base(hints[f.name])
+        base = base_type(hints[f.name])
         if o.choices and value not in o.choices:
             raise FaceganError(f"{flag(f)} must be one of {', '.join(o.choices)}, not {value!r}")
         if base is int:
@@ -198,9 +202,11 @@ def check_options(cfg: object) -> None:
             number(flag(f), value, o.lo, o.hi, o.lo_open, o.hi_open)
 
 
-def _base(hint: object) -> object:
-    """int for ``int | None``, and so on."""
+def base_type(hint: object) -> object:
+    """The type a value of an option has: int for ``int | None``, str for ``Literal["a", "b"]``."""
     args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) is typing.Literal:
+        return type(args[0])
     return args[0] if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1 else hint
 
 

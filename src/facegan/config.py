@@ -369,9 +369,7 @@ def options_markdown() -> str:
                                                   "" if o.hi is None else f"{'<' if o.hi_open else '≤'} {num(o.hi)}") if b)
                 literal = typing.get_args(hints[f.name]) if typing.get_origin(hints[f.name]) is typing.Literal else ()
                 allowed = ", ".join(o.choices or literal) or bounds
-                flag = checks.flag(f)
-                flag = f"{flag}/{o.negate or '--no-' + flag[2:]}" if hints[f.name] in (bool, "bool") else flag
-                names = f"`{flag}`" + (f", `{o.short}`" if o.short else "")
+                names = f"`{checks.declared(f, hints[f.name])}`" + (f", `{o.short}`" if o.short else "")
                 default = "—" if f.default is None else f"`{f.default!r}`"
                 lines.append(f"| {names} | {default} | {allowed} | {'yes' if o.resume else ''} | {o.help} |")
         lines.append("")

@@ -42,12 +42,11 @@ def export(source: str | Path, out: str | Path, upscaler: str | Path | None = No
         raise FaceganError(f"{source} is already a model folder; export the run it came from")
     if model.kind == saved.UPSCALER:
         raise FaceganError(f"{source} is an upscaler run; export the GAN run and give this one as --upscaler")
-    ckpt = model.checkpoint
     G = model.generator(ema=ema).float().to(memory_format=torch.contiguous_format)
     SR = saved.load_upscaler(upscaler) if upscaler is not None else None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    info = describe(ckpt, G, SR, ema)
+    info = describe(model, G, SR, ema)
     checkpoint.write_atomic(out / WEIGHTS, G.state_dict(), info)  # streamed, fsynced, renamed; finite only
     if SR is not None:
         checkpoint.write_atomic(out / UPSCALER_WEIGHTS, SR.state_dict(), {"format": FORMAT, "architecture": SR.cfg.to_dict()})
@@ -62,16 +61,15 @@ def export(source: str | Path, out: str | Path, upscaler: str | Path | None = No
     return out
 
 
-def describe(ckpt: Path, G: Generator, SR: SRGenerator | None, ema: bool = True) -> dict[str, Any]:
-    """What a model folder's config.json says about the generator ``G`` loaded from checkpoint ``ckpt``
-    (also what ``facegan serve`` reports for a run it serves directly)."""
-    meta = checkpoint.read_meta(ckpt)
-    cfg = meta["config"]
-    has_ema = checkpoint.saved_config(None, cfg).has_ema  # the checkpoint holds G_ema exactly when the run keeps an EMA
+def describe(model: saved.Saved, G: Generator, SR: SRGenerator | None, ema: bool = True) -> dict[str, Any]:
+    """What a model folder's config.json says about the generator ``G`` loaded from the run or checkpoint
+    ``model`` (also what ``facegan serve`` reports for a run it serves directly)."""
+    meta, cfg = model.info, model.info["config"]
     return {"format": FORMAT, "architecture": G.cfg.to_dict(), "preset": cfg.get("preset"), "recipe": cfg.get("recipe"),
-            "generator": "G_ema" if ema and has_ema else "G", "step": meta["step"], "images": meta["images"],
-            "data": cfg.get("data"), "seed": cfg.get("seed"), "metrics": _metrics(checkpoint.run_dir(ckpt), meta["step"]),
-            "upscaler": SR.cfg.to_dict() if SR is not None else None, "source": str(ckpt), "torch": torch.__version__}
+            "generator": "G_ema" if ema and model.has_ema else "G", "step": meta["step"], "images": meta["images"],
+            "data": cfg.get("data"), "seed": cfg.get("seed"), "metrics": _metrics(model.home, meta["step"]),
+            "upscaler": SR.cfg.to_dict() if SR is not None else None, "source": str(model.checkpoint),
+            "torch": torch.__version__}
 
 
 def _metrics(run: Path, step: int) -> dict[str, float]:

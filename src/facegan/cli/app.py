@@ -58,13 +58,6 @@ def _global(debug: bool = typer.Option(False, "--debug", help=f"Show the full tr
         os.environ[DEBUG_ENV] = "1"
 
 
-def echo_trained(result) -> None:
-    """This invocation's work, then (after a resume) where the whole run stands."""
-    typer.echo(f"trained {result.steps - result.start_step} steps ({result.images - result.start_images:,} images) in "
-               f"{result.seconds:.0f} s, stopped by {result.stopped_by}"
-               + (f"; the run is at step {result.steps}, {result.images:,} images in total" if result.start_step else ""))
-
-
 def free_run_dir(name: str) -> Path:
     """runs/NAME, or runs/NAME-2, -3, … so a new run never lands on an old one.
 

@@ -10,8 +10,11 @@ from typing import Optional
 import typer
 
 from facegan import checks
-from facegan.cli.app import NPROC_HELP, app, echo_trained, free_run_dir, launch, quiet_rank
+from facegan.cli.app import NPROC_HELP, app, free_run_dir, launch, quiet_rank
 from facegan.errors import FaceganError
+
+if typing.TYPE_CHECKING:
+    from facegan.train.toolbox import TrainResult
 
 
 @app.command()
@@ -38,15 +41,12 @@ def _table_options(*classes: type, defaults: dict[str, str] | None = None) -> li
     for cls in classes:
         hints = typing.get_type_hints(cls)
         for f, o in checks.options(cls):
-            base = checks._base(hints[f.name])
-            base = str if typing.get_origin(base) is typing.Literal else base
-            flag = checks.flag(f)
-            decls = [f"{flag}/{o.negate or '--no-' + flag[2:]}" if base is bool else flag] + ([o.short] if o.short else [])
+            decls = [checks.declared(f, hints[f.name])] + ([o.short] if o.short else [])
             said = (defaults or {}).get(f.name, "" if f.default is None else f"{f.default:g}" if isinstance(f.default, float)
                                         else "on" if f.default is True else "off" if f.default is False else str(f.default))
             notes = ([f"default: {said}"] if said not in ("", "''") else []) + (["may change on --resume"] if o.resume else [])
             text = o.help + (f" ({'; '.join(notes)})" if notes else "")
-            params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[base],
+            params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[checks.base_type(hints[f.name])],
                                             default=typer.Option(None, *decls, help=text)))
     return params
 
@@ -94,16 +94,23 @@ def train(src: Optional[str] = None, resume: Optional[Path] = None, nproc: Optio
         out = Path(options.pop("out") or free_run_dir(preset))  # a path as the user typed it, normalised ("runs/x/" → "runs/x")
         cfg = config.resolve(preset, data=src, out=str(out), **options)
     result = run_train(cfg, resume=resume is not None, progress=progress)
+    run = result.run
+    _trained("train", result, f"  run folder : {run}", f"  checkpoint : {result.checkpoint}", f"  samples    : {run / 'samples'}",
+             f"  metrics    : {run / 'metrics.jsonl'}  (curve: {run / 'loss_curve.png'})")
+
+
+def _trained(command: str, result: TrainResult, *lines: str) -> None:
+    """What a finished training invocation prints (rank 0 only): its work, where the whole run stands
+    after a resume, then ``lines``; exit 130 when a signal stopped it."""
     if quiet_rank():
         return
-    run = result.run
-    echo_trained(result)
-    typer.echo(f"  run folder : {run}")
-    typer.echo(f"  checkpoint : {result.checkpoint}")
-    typer.echo(f"  samples    : {run / 'samples'}")
-    typer.echo(f"  metrics    : {run / 'metrics.jsonl'}  (curve: {run / 'loss_curve.png'})")
+    typer.echo(f"trained {result.steps - result.start_step} steps ({result.images - result.start_images:,} images) in "
+               f"{result.seconds:.0f} s, stopped by {result.stopped_by}"
+               + (f"; the run is at step {result.steps}, {result.images:,} images in total" if result.start_step else ""))
+    for line in lines:
+        typer.echo(line)
     if result.stopped_by == "signal":
-        typer.echo(f"interrupted; continue with: facegan train --resume {run}", err=True)
+        typer.echo(f"interrupted; continue with: facegan {command} --resume {result.run}", err=True)
         raise typer.Exit(130)
 
 
@@ -143,15 +150,10 @@ def train_sr(src: Optional[str] = None, resume: Optional[Path] = None, nproc: Op
         paths = {k: str(Path(options[k])) for k in ("out", "init") if options[k] is not None}  # normalised, as paths
         cfg = resolve(data=src, **{**options, "out": str(free_run_dir("sr")), **paths})
     result = run_train_sr(cfg, resume=resume is not None, progress=progress)
-    if quiet_rank():
-        return
-    echo_trained(result)
-    typer.echo(f"  run folder : {result.run}   (panels: input / bicubic / ours / truth in {result.run / 'samples'})")
-    typer.echo(f"  checkpoint : {result.checkpoint}")
-    typer.echo(f"  use it     : facegan upscale PHOTOS --model {result.run} --out BIG   |   facegan generate GANRUN --upscale {result.run}")
-    if result.stopped_by == "signal":
-        typer.echo(f"interrupted; continue with: facegan train-sr --resume {result.run}", err=True)
-        raise typer.Exit(130)
+    run = result.run
+    _trained("train-sr", result, f"  run folder : {run}   (panels: input / bicubic / ours / truth in {run / 'samples'})",
+             f"  checkpoint : {result.checkpoint}",
+             f"  use it     : facegan upscale PHOTOS --model {run} --out BIG   |   facegan generate GANRUN --upscale {run}")
 
 
 def _train_sr_command() -> typing.Callable[..., None]:

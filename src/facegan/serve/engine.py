@@ -75,7 +75,7 @@ def load_model(source: str | Path, upscaler: str | Path | None = None, runtime: 
         card_file = Path(source) / saved.CARD
         card = card_file.read_text(encoding="utf-8", errors="replace") if card_file.is_file() else ""
     else:
-        info = export.describe(model.checkpoint, G, SR)
+        info = export.describe(model, G, SR)
         card = export.model_card(info, onnx=False)
     info = {**info, "upscaler": SR.cfg.to_dict() if SR is not None else None}
     model = Model(G=G, render=lambda z: render(G, z, len(z)), runtime="torch", sha256=weights_sha256(G), info=info,

@@ -77,15 +77,16 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
             plain = Stabilisers(cfg.loss, augment.parse_policy(cfg.augment))
             with_r1 = replace(plain, r1_weight=cfg.r1 / 2 * cfg.r1_every)  # the lazy-R1 steps
             nets = {"G": G, "D": D}
-            shown_at = [-1]
+            shown_at = -1
 
             def shown(step: int) -> Generator:
                 """The generator users see: the EMA one (BN statistics recomputed once per step) when on."""
+                nonlocal shown_at
                 if G_ema is None:
                     return G
-                if shown_at[0] != step:
+                if shown_at != step:
                     ema.recalibrate_bn(G_ema, seed=cfg.seed + 1000, batch=min(B, 128))
-                    shown_at[0] = step
+                    shown_at = step
                 return G_ema
 
             if d.rank:  # after the nets (the same init everywhere): this rank's own dropout stream
@@ -119,16 +120,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
 
             # ---- what the loop writes: checkpoints, pictures, evaluations (collective; rank 0 writes)
             def snapshot(extra: dict[str, Any] | None = None) -> tuple[dict, dict] | None:
-                weights = {k: [*n.parameters(), *n.buffers()] for k, n in nets.items()}
-                if G_ema is not None:  # G_ema's BN statistics are recomputed on rank 0 only
-                    weights["G_ema"] = list(G_ema.parameters())
-
                 def state() -> tuple[dict, dict]:
                     shown(step)  # checkpoints hold the EMA generator with its BN statistics recomputed
                     tensors, meta = _state(step, B, cfg, G, D, G_ema, opt_g, opt_d, gen, device)
                     return tensors, {**meta, **(extra or {})}
 
-                return toolbox.snapshot(d, nets, weights, checkpoint.process_rng(device), state, step, B)
+                also = {"G_ema": list(G_ema.parameters())} if G_ema is not None else None  # its BN stats: rank 0's
+                return toolbox.snapshot(d, nets, checkpoint.process_rng(device), state, step, B, also)
 
             def draw() -> None:
                 """Fixed-noise grid (faces 0.. of the run's seed), then the curves and animation so far."""
@@ -194,15 +192,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
                         if evaluator is not None and step % cfg.eval_every == 0:
                             evaluate()
                         if step % cfg.ckpt_every == 0:
-                            if meter.n:
-                                meter.flush(step, record)  # checks finiteness first: a diverged state is never written
+                            meter.flush(step, record)  # checks finiteness first: a diverged state is never written
                             last_ckpt, saved_step = save(), step
                         elif step % cfg.sample_every == 0:
                             d.sync_buffers(nets.values())  # what rank 0 draws is what every rank holds
                             d.on_main(draw)
                     if step != saved_step:
-                        if meter.n:
-                            meter.flush(step, record)
+                        meter.flush(step, record)
                         last_ckpt, saved_step = save(), step
             except OSError as e:
                 raise toolbox.disk_error(e, out, "train") from None

@@ -210,8 +210,7 @@ def train_sr(cfg: SRTrainConfig, resume: bool = False, progress: bool = True) ->
             viz.update_run_pictures(out)
 
         def save() -> Path:
-            snap = toolbox.snapshot(d, nets, {k: [*n.parameters(), *n.buffers()] for k, n in nets.items()},
-                                {**checkpoint.process_rng(device), "gen": gen.get_state()},
+            snap = toolbox.snapshot(d, nets, {**checkpoint.process_rng(device), "gen": gen.get_state()},
                                 lambda: _state(step, cfg, G, D if adversarial else None, opt_g, opt_d if adversarial else None,
                                                gen, device), step, B)
 
@@ -244,15 +243,13 @@ def train_sr(cfg: SRTrainConfig, resume: bool = False, progress: bool = True) ->
                     if step % cfg.log_every == 0:
                         meter.flush(step, record)
                     if step % cfg.ckpt_every == 0:
-                        if meter.n:
-                            meter.flush(step, record)  # checks finiteness first: a diverged state is never written
+                        meter.flush(step, record)  # checks finiteness first: a diverged state is never written
                         last_ckpt, saved_step = save(), step
                     elif step % cfg.sample_every == 0:
                         d.sync_buffers(nets.values())  # what rank 0 draws is what every rank holds
                         d.on_main(draw)
                 if step != saved_step:
-                    if meter.n:
-                        meter.flush(step, record)
+                    meter.flush(step, record)
                     last_ckpt, saved_step = save(), step
         except OSError as e:
             raise toolbox.disk_error(e, out, "train-sr") from None

@@ -254,7 +254,10 @@ class Meter:
         self.n += 1
 
     def flush(self, step: int, record: Callable[[list[float]], tuple[dict[str, float], str]]) -> None:
-        """Log the means since the last flush; ``record`` names them: (log-line fields, bar text)."""
+        """Log the means since the last flush, if any step came since; ``record`` names them: (log-line
+        fields, bar text). Before a checkpoint this is what refuses a diverged state."""
+        if not self.n:
+            return
         cfg, d, B = self.cfg, self.d, self.cfg.batch
         now = time.time()
         means = d.mean_(self.acc / max(self.n, 1)).tolist()
@@ -286,17 +289,18 @@ class Meter:
                     self.tb.add_scalar(f"train/{k}", v, rec["images"])
 
 
-def snapshot(d: Dist, nets: dict[str, nn.Module], weights: dict[str, list[torch.Tensor]], rank_rng: dict[str, torch.Tensor],
-             state: Callable[[], tuple[dict[str, torch.Tensor], dict[str, Any]]], step: int,
-             batch: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+def snapshot(d: Dist, nets: dict[str, nn.Module], rank_rng: dict[str, torch.Tensor],
+             state: Callable[[], tuple[dict[str, torch.Tensor], dict[str, Any]]], step: int, batch: int,
+             also: dict[str, list[torch.Tensor]] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
     """Collective: buffers averaged, weights compared, random states gathered; (tensors, meta) on rank 0.
 
-    ``weights`` are what the ranks compare; ``rank_rng`` this rank's own random states, saved for
-    every rank; ``state()`` everything else the checkpoint holds (called on rank 0 only). The meta
-    names the nets the file holds (``nets``), so a reader need not infer them from the config.
+    The ranks compare the trained ``nets``' parameters and buffers, and any tensors in ``also``;
+    ``rank_rng`` is this rank's own random states, saved for every rank; ``state()`` everything
+    else the checkpoint holds (called on rank 0 only). The meta names the nets the file holds
+    (``nets``), so a reader need not infer them from the config.
     """
     d.sync_buffers(nets.values())
-    d.check_same(weights, step)
+    d.check_same({**{k: [*n.parameters(), *n.buffers()] for k, n in nets.items()}, **(also or {})}, step)
     rngs = d.gather(rank_rng)
     if not d.is_main:
         return None
