@@ -23,7 +23,8 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("config", {"config"}),
     ("checkpoint", {"checkpoint", "saved"}),
     ("train", {"train"}),
-    ("use", {"sample", "upscale", "export", "project", "report", "serve", "anonymize", "measure"}),
+    ("use", {"sample", "upscale", "export", "project", "report", "serve", "anonymize", "measure", "identity", "faceset",
+             "testpack"}),
     ("cli", {"cli", "__main__"}),
 ]
 RANK = {top: i for i, (_, tops) in enumerate(LAYERS) for top in tops}

@@ -8,7 +8,7 @@ for an interrupted one); anything else is a bug, reported as one line with exit 
 ``facegan --debug …`` or ``FACEGAN_DEBUG=1`` shows the traceback.
 
 The areas, in the order `facegan --help` lists them: data (prepare), train (presets, train,
-train-sr), faces (demo, generate, export, upscale, interpolate, project), serve, anonymize,
+train-sr), faces (demo, generate, export, upscale, interpolate, project), dataset, serve, anonymize,
 measure (evaluate, report).
 """
 # isort: skip_file
@@ -17,6 +17,7 @@ measure (evaluate, report).
 from facegan.cli import data  # noqa: F401, I001 - each module registers its commands
 from facegan.cli import train  # noqa: F401, I001
 from facegan.cli import faces  # noqa: F401, I001
+from facegan.cli import dataset  # noqa: F401, I001
 from facegan.cli import measure  # noqa: F401, I001
 from facegan.cli import serve  # noqa: F401, I001
 from facegan.cli import anonymize  # noqa: F401, I001
