@@ -9,6 +9,7 @@ import typer
 
 from facegan import checks
 from facegan.cli.app import app
+from facegan.identity import SAME_PERSON
 from facegan.serve.limits import Limits
 
 SERVE_HELP = """Serve a trained generator over HTTP: a REST API and a web studio (needs facegan\\[serve]).
@@ -17,7 +18,8 @@ SERVE_HELP = """Serve a trained generator over HTTP: a REST API and a web studio
 Routes:
   GET  /                 the web studio: browse seeds, open and download faces, interpolate
   POST /v1/generate      faces by seed: {"seed": 7, "n": 16} or {"seeds": [3, 9]}; "truncation",
-                         "format" png|webp|jpeg, "as" json|grid|zip, "upscale"; names model sha256 and (seed, index)
+                         "format" png|webp|jpeg, "as" json|grid|zip, "upscale"; names model sha256 and (seed, index);
+                         "filter" face|private keeps only single faces (private: nobody from training)
   POST /v1/interpolate   a walk: {"seeds": [3, 17, 42], "frames": 60} → gif | mp4 | png strip | json frames
   POST /v1/upscale       an uploaded image (body or multipart field "image") → upscaled PNG (needs an upscaler)
   GET  /v1/model         sha256, architecture, recipe, measured FID/KID, model card, limits
@@ -50,12 +52,18 @@ def serve(
     max_upload_mb: float = typer.Option(Limits.max_upload_mb, "--max-upload-mb", help="Largest /v1/upscale upload, MiB."),
     max_upscales: int = typer.Option(Limits.max_upscales, "--max-upscales", help="Upscale jobs running or waiting before 503 (each holds its image in memory)."),
     max_connections: int = typer.Option(1024, "--max-connections", help="Open connections before new ones get 503."),
+    privacy_check: bool = typer.Option(False, "--privacy-check", help="Load the training photos' identities at start, so generate "
+                                       "requests can ask for \"filter\": \"private\" (nobody from the training photos; needs facegan[anonymize])."),
+    train_data: Optional[Path] = typer.Option(None, "--train-data", help="--privacy-check: the training photos, where the model's own record of them is not on this machine."),
+    privacy: float = typer.Option(SAME_PERSON, "--privacy", help="--privacy-check: the identity distance to every training face a face needs (dlib's same-person threshold)."),
 ) -> None:
     from facegan.serve.run import serve as run_serve
 
     checks.integer("--port", port, 0, 65535)
     checks.integer("--max-connections", max_connections, 1, 1_000_000)
+    checks.number("--privacy", privacy, 0.0, 2.0, lo_open=True)
     limits = Limits(max_n=max_n, max_frames=max_frames, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
                     max_upload_mb=max_upload_mb, max_upscales=max_upscales).check()
     run_serve(source, upscaler, host=host, port=port, runtime=runtime, device=device, limits=limits, api_key=api_key or None,
-              cors_origins=tuple(cors_origin), max_connections=max_connections)
+              cors_origins=tuple(cors_origin), max_connections=max_connections, privacy_check=privacy_check,
+              train_data=train_data, privacy=privacy)

@@ -29,12 +29,14 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from facegan import viz
+from facegan.checks import SEED_MAX
 from facegan.data.images import BadImage, decode_image
 from facegan.errors import FaceganError
 from facegan.sample import STRIP_MAX, face_file, strip_latents, truncated_latents, walk_latents
 from facegan.serve import pages
 from facegan.serve.batcher import Batcher, QueueFull
 from facegan.serve.engine import Model
+from facegan.serve.filters import TRIES_PER_FACE, Filters
 from facegan.serve.gate import Gate
 from facegan.serve.limits import MAX_JSON_BYTES, Limits
 from facegan.serve.schemas import request_models
@@ -59,9 +61,11 @@ class ErrorBody(BaseModel):
 
 
 def create_app(model: Model, limits: Limits = Limits(), api_key: str | None = None,
-               cors_origins: tuple[str, ...] = ()) -> FastAPI:
-    """The service for ``model``; the micro-batcher starts with the app and stops with it."""
+               cors_origins: tuple[str, ...] = (), filters: Filters | None = None) -> FastAPI:
+    """The service for ``model``; the micro-batcher starts with the app and stops with it. ``filters``
+    holds the training identities for ``"filter": "private"`` (Filters.load); without, only "face" works."""
     limits.check()
+    filters = filters or Filters()
     GenerateRequest, InterpolateRequest = request_models(limits)
     G = model.G
     state: dict[str, Any] = {"upscales": 0}
@@ -78,6 +82,7 @@ def create_app(model: Model, limits: Limits = Limits(), api_key: str | None = No
             yield
         finally:
             state["batcher"].close()
+            filters.close()
 
     errors = {code: {"model": ErrorBody, "description": what} for code, what in (
         (401, "the API key is missing or wrong"), (413, "the body or image is over the limits"),
@@ -180,8 +185,12 @@ def create_app(model: Model, limits: Limits = Limits(), api_key: str | None = No
               responses={200: {"content": {MEDIA[k]: {} for k in ("png", "webp", "jpeg", "zip")}}})
     async def generate(req: GenerateRequest) -> Response:  # type: ignore[valid-type]
         faces = req.faces()
-        z = await run_in_threadpool(_latents, faces, G.cfg.z_dim, req.truncation)
-        imgs = list(await render(z))
+        rejected: list[dict[str, Any]] | None = None
+        if req.filter == "none":
+            z = await run_in_threadpool(_latents, faces, G.cfg.z_dim, req.truncation)
+            imgs = list(await render(z))
+        else:
+            faces, imgs, rejected = await filtered(req, faces)
         if req.upscale:
             async with upscale_slot():
                 imgs = await enlarge(imgs)
@@ -195,11 +204,39 @@ def create_app(model: Model, limits: Limits = Limits(), api_key: str | None = No
             body = await run_in_threadpool(_zip, [(_name(s, i, req.format), b) for (s, i), b in zip(faces, encoded)], manifest)
             return Response(body, media_type=MEDIA["zip"], headers={**headers(faces),
                                                                      "Content-Disposition": 'attachment; filename="faces.zip"'})
-        h, w = imgs[0].shape[:2]
-        return JSONResponse({"model": model.sha256, "runtime": model.runtime, "truncation": req.truncation,
-                             "format": req.format, "width": w, "height": h,
-                             "faces": [{"seed": s, "index": i, "image": base64.b64encode(b).decode()}
-                                       for (s, i), b in zip(faces, encoded)]}, headers=headers())
+        h, w = imgs[0].shape[:2] if imgs else (G.cfg.res, G.cfg.res)
+        body = {"model": model.sha256, "runtime": model.runtime, "truncation": req.truncation,
+                "format": req.format, "width": w, "height": h,
+                "faces": [{"seed": s, "index": i, "image": base64.b64encode(b).decode()} for (s, i), b in zip(faces, encoded)]}
+        if rejected is not None:
+            body["filter"], body["rejected"] = req.filter, rejected
+        return JSONResponse(body, headers=headers())
+
+    async def filtered(req: Any, asked: list[tuple[int, int]]) -> tuple[list[tuple[int, int]], list[np.ndarray], list[dict[str, Any]]]:
+        """The faces of a filtered request that pass, and the rejected ones with their reasons (serve/filters.py)."""
+        sieve = await run_in_threadpool(filters.sieve, req.filter)
+        if req.seeds is not None:
+            batches = [asked]
+        else:
+            tries = TRIES_PER_FACE * req.n
+            batches = [[(req.seed, req.start + k) for k in range(s, min(s + req.n, tries)) if req.start + k <= SEED_MAX]
+                       for s in range(0, tries, req.n)]
+        faces, imgs, rejected = [], [], []
+        for batch in batches:
+            if not batch or len(faces) == len(asked):
+                break
+            z = await run_in_threadpool(_latents, batch, G.cfg.z_dim, req.truncation)
+            out = await render(z)
+            for (s, i), img, v in zip(batch, out, await filters.sift(sieve, out)):
+                if v.reason is not None:
+                    rejected.append({"seed": s, "index": i, "reason": v.reason})
+                elif len(faces) < len(asked):
+                    faces.append((s, i))
+                    imgs.append(img)
+        if not faces:
+            reasons = ", ".join(sorted({r["reason"].replace("_", " ") for r in rejected}))
+            raise HTTPException(422, f"none of the {len(rejected)} faces tried passed the {req.filter!r} filter ({reasons})")
+        return faces, imgs, rejected
 
     @app.post("/v1/interpolate", summary="A walk between faces: GIF, MP4, PNG strip, or JSON frames",
               responses={200: {"content": {MEDIA[k]: {} for k in ("gif", "mp4", "png")}}})

@@ -60,8 +60,10 @@ def exposure_warning(host: str, api_key: str | None) -> str | None:
 
 def serve(source: str | Path, upscaler: str | Path | None = None, host: str = "127.0.0.1", port: int = 8000,
           runtime: str = "torch", device: str = "auto", limits: Limits = Limits(), api_key: str | None = None,
-          cors_origins: tuple[str, ...] = (), max_connections: int = 1024) -> None:
-    """Serve ``source`` until interrupted."""
+          cors_origins: tuple[str, ...] = (), max_connections: int = 1024, privacy_check: bool = False,
+          train_data: str | Path | None = None, privacy: float = 0.6) -> None:
+    """Serve ``source`` until interrupted; ``privacy_check`` loads the training identities that
+    ``"filter": "private"`` needs (serve/filters.py) before the socket is served."""
     require_extra()
     limits.check()
     import uvicorn
@@ -69,12 +71,14 @@ def serve(source: str | Path, upscaler: str | Path | None = None, host: str = "1
     from facegan.device import pick_device
     from facegan.serve.app import create_app
     from facegan.serve.engine import load_model
+    from facegan.serve.filters import Filters
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     sock = bind(host, port)
+    filters = Filters.load(source, train_data, privacy) if privacy_check else None
     model = load_model(source, upscaler, runtime, pick_device(device))
     try:
-        app = create_app(model, limits, api_key=api_key, cors_origins=cors_origins)
+        app = create_app(model, limits, api_key=api_key, cors_origins=cors_origins, filters=filters)
         bound_host, bound_port = sock.getsockname()[:2]
         url_host = f"[{bound_host}]" if ":" in bound_host else bound_host
         if (warning := exposure_warning(host, api_key)) is not None:

@@ -38,6 +38,10 @@ def request_models(limits: Limits) -> tuple[type[BaseModel], type[BaseModel]]:
         as_: Literal["json", "grid", "zip"] = Field("json", alias="as", description=(
             "json: each face base64 with its (seed, index); grid: one image; zip: one file per face + manifest.json."))
         upscale: bool = Field(False, description="Enlarge the faces with the server's upscaler (400 when it has none).")
+        filter: Literal["none", "face", "private"] = Field("none", description=(
+            "face: only faces dlib's detector finds exactly one face in; private: also nobody from the training photos "
+            "and no face twice (needs a server started with --privacy-check). With seed, the server walks on from start "
+            "until n faces pass (at most 8×n tried); rejected ones are listed with their reason."))
 
         @model_validator(mode="after")
         def _one_way(self) -> "GenerateRequest":
