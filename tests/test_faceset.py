@@ -128,7 +128,7 @@ def read_meta(out: Path) -> list[dict]:
 @pytest.mark.slow
 def test_a_built_set_holds_single_faces_none_twice_and_nobody_from_training(model, pool, tmp_path):
     built = faceset.build(model, 20, tmp_path / "set", batch=8, workers=1, privacy=P, progress=False)
-    assert built.kept == 20 and built.complete
+    assert built.kept == 20 and (built.out / "README.md").is_file()
     assert sum(built.rejected.values()) + built.kept == built.tried
     meta = read_meta(built.out)
     assert [m["file_name"] for m in meta] == [f"seed0-{m['index']:06d}.png" for m in meta]
@@ -179,8 +179,21 @@ def test_a_killed_build_resumes_and_a_larger_n_extends_it_to_what_one_run_makes(
     state = json.loads((tmp_path / "set" / ".facegan" / "state.json").read_text())
     assert state["tried"] == 12 and not state["complete"]
     assert len(list((tmp_path / "set").glob("*.png"))) > state["kept"]  # batch 3's faces are there, uncounted
+    (tmp_path / "set" / "preview.png").write_bytes(b"the user's own file")
+    with pytest.raises(FaceganError, match=f"already holds {state['kept']} faces, more than --n 1"):
+        faceset.build(model, 1, tmp_path / "set", batch=6, workers=1, privacy=P, progress=False)
+    import fcntl
+    with open(tmp_path / "set" / ".facegan" / "lock") as held:  # another run is writing to the folder
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(FaceganError, match="another facegan dataset run is writing to"):
+            faceset.build(model, 10, tmp_path / "set", batch=6, workers=1, privacy=P, progress=False)
     resumed = faceset.build(model, 10, tmp_path / "set", batch=6, workers=1, privacy=P, progress=False)
+    assert (tmp_path / "set" / "preview.png").read_bytes() == b"the user's own file"  # only face files are ever removed
+    (tmp_path / "set" / "preview.png").unlink()
     assert resumed.kept == 10 and (tmp_path / "set" / "README.md").exists()
+    (tmp_path / "set" / "README.md").unlink()  # a datasheet lost: the same command writes it again
+    assert faceset.build(model, 10, tmp_path / "set", batch=6, workers=1, privacy=P, progress=False).kept == 10
+    assert (tmp_path / "set" / "README.md").is_file()
     extended = faceset.build(model, 14, tmp_path / "set", batch=6, workers=1, privacy=P, progress=False)
     assert (extended.kept, extended.tried, extended.rejected) == (whole.kept, whole.tried, whole.rejected)
     assert (tmp_path / "set" / "metadata.jsonl").read_bytes() == (whole.out / "metadata.jsonl").read_bytes()
@@ -297,4 +310,9 @@ def test_a_test_pack_is_lfw_shaped_and_the_embedding_confirms_every_pair(model, 
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # the build folder is gone
     with pytest.raises(FaceganError, match="not empty"):
         build_pack(model, 6, out, workers=1, privacy=P, progress=False)
+    two = build_pack(model, 2, tmp_path / "two", batch=8, workers=1, privacy=P, progress=False)  # the smallest pack
+    assert (two.out / "pairs.txt").read_text().splitlines()[3:] == ["seed0-000003\t1\tseed0-000004\t2",
+                                                                     "seed0-000004\t1\tseed0-000003\t2"]
+    with pytest.raises(FaceganError, match="--pairs must be an integer in 2"):
+        build_pack(model, 1, tmp_path / "one", workers=1, privacy=P, progress=False)
 

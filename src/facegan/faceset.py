@@ -29,7 +29,10 @@ import hashlib
 import json
 import math
 import os
+import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +41,7 @@ import numpy as np
 from tqdm import tqdm
 
 from facegan import checks, saved, viz
-from facegan.data.prepare import open_prepared, resolve_dataset
+from facegan.data.prepare import absolute_source, open_prepared, resolve_dataset
 from facegan.errors import FaceganError
 from facegan.fileio import flush_to_disk, read_json, sweep_stale, write_bytes_atomic, write_text_atomic
 from facegan.identity import DUPLICATE, FALSE_MATCH, MIN_SCORE, SAME_PERSON, Inspector, nearest, same_person_distance, training_bank
@@ -51,7 +54,8 @@ STATE_DIR = ".facegan"  # hidden: Hugging Face's imagefolder and most viewers sk
 STATE, KEPT = "state.json", "kept.f32"
 METADATA, DATASHEET = "metadata.jsonl", "README.md"
 REASONS = ("no_face", "several_faces", "training_identity", "duplicate")
-GIVE_UP_TRIES = 1000  # faces tried with none kept: the model makes no faces these filters accept
+FACE_FILE = re.compile(r"seed\d+-\d{6,}\.png")  # sample.face_file's names: the only files a resume deletes
+GIVE_UP_TRIES = 1000  # faces rejected in a row: the model makes no (more) faces these filters accept
 
 
 def check_options(n: int, seed: int = 0, truncation: float | None = None, min_score: float = MIN_SCORE,
@@ -94,9 +98,23 @@ class Sieve:
                  kept: np.ndarray | None = None) -> None:
         self.inspector, self.bank = inspector, bank
         self.min_score, self.duplicate, self.privacy = min_score, duplicate, privacy
-        self.kept = kept if kept is not None else np.zeros((0, 128), np.float32)
+        start = kept if kept is not None else np.zeros((0, 128), np.float32)
+        self._buffer = np.zeros((max(1024, 2 * len(start)), 128), np.float32)  # grown by doubling: no copy per batch
+        self._buffer[:len(start)] = start
+        self._n = len(start)
 
-    def sift(self, images: np.ndarray, limit: int | None = None, dedup: bool = True) -> list[Verdict]:
+    @property
+    def kept(self) -> np.ndarray:
+        """The descriptors of the faces kept so far, in order."""
+        return self._buffer[:self._n]
+
+    def _keep(self, emb: np.ndarray) -> None:
+        if self._n == len(self._buffer):
+            self._buffer = np.concatenate([self._buffer, np.zeros_like(self._buffer)])
+        self._buffer[self._n] = emb
+        self._n += 1
+
+    def sift(self, images: np.ndarray, limit: int | None = None) -> list[Verdict]:
         """Verdicts on ``images`` in order; stops after ``limit`` kept. Faces kept are added to
         ``self.kept`` (a later face of the same batch is compared with an earlier kept one too)."""
         looks = self.inspector.look(images, self.min_score)
@@ -120,7 +138,7 @@ class Sieve:
                 d_kept = min(float(d_old[j]), d_new)
                 if d_train[j] < self.privacy:
                     reason = "training_identity"
-                elif dedup and d_kept < self.duplicate:
+                elif d_kept < self.duplicate:
                     reason = "duplicate"
                 else:
                     reason = None
@@ -128,22 +146,21 @@ class Sieve:
             out.append(Verdict(reason, float(looks.score[j]), float(d_train[j]), d_kept, emb))
             if limit is not None and len(new) == limit:
                 break
-        if new:
-            self.kept = np.concatenate([self.kept, np.stack(new)])
+        for emb in new:
+            self._keep(emb)
         return out
 
 
 @dataclass
 class Built:
-    """What :func:`build` left in ``out``: ``kept`` faces of the ``tried`` candidates, the rejections
-    by reason, and whether the set is complete (its datasheet written)."""
+    """What :func:`build` left in ``out``, complete with its datasheet: ``kept`` faces of the ``tried``
+    candidates, and the rejections by reason."""
 
     out: Path
     kept: int
     tried: int
     rejected: dict[str, int]
     seconds: float
-    complete: bool
 
 
 @dataclass
@@ -152,6 +169,7 @@ class _State:
     n: int
     kept: int = 0
     tried: int = 0  # candidates (seed, 0) … (seed, tried − 1) are decided
+    last_kept: int = 0  # 1 + the index of the last face kept (0: none yet)
     rejected: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
     metadata_bytes: int = 0
     seconds: float = 0.0
@@ -167,27 +185,55 @@ def build(source: str | Path, n: int, out: str | Path, seed: int = 0, truncation
     ``train_data`` names the training set for the privacy check when the model's own record of it
     cannot be found here; ``privacy_check=False`` builds without that check (the datasheet says so
     in its first lines). An ``out`` that holds this same set (same model, seed and filters)
-    resumes or extends it; one that holds anything else is refused before any work.
+    resumes or extends it; one that holds anything else is refused before the slow work, and one
+    that another run is writing to is refused at once.
     """
     check_options(n, seed, truncation, min_score, duplicate, privacy, batch, workers)
-    out = Path(out)
+    truncation = None if truncation is not None and math.isinf(truncation) else truncation  # ψ = inf is off
+    out = _check_out(out)
     model, G, sr = open_generator(source, upscale)
-    with Inspector(workers, "the dataset's filters") as inspector:  # a missing extra: one line, before anything is written
-        prepared = training_data(model, train_data, G) if privacy_check else None
+    with Inspector(workers, "the dataset's filters") as inspector:  # no extra: one line, before anything is written
+        prepared = training_data(model, train_data, G, progress=progress) if privacy_check else None
         job = {"format": FORMAT, "model": weights_digest(model), "upscale": weights_digest(saved.open(upscale)) if sr else None,
                "seed": seed, "truncation": truncation, "min_score": min_score, "duplicate": duplicate,
                "privacy": privacy if privacy_check else None,
                "training_data": open_prepared(prepared).manifest.get("fingerprint") if prepared else None}
-        state = _open_state(out, job, n)
-        if state.complete and state.kept >= n:
-            return Built(out, state.kept, state.tried, state.rejected, state.seconds, True)
-        bank = training_bank(prepared, inspector, progress=progress) if prepared else None
-        sieve = Sieve(inspector, bank, min_score, duplicate, privacy, kept=_read_kept(out, state.kept))
-        state = _fill(G, sr, sieve, out, state, seed, truncation, batch, progress)
-    _write_datasheet(out, model, source, upscale, prepared, bank, state)
-    state.complete = True
-    _save_state(out, state)
-    return Built(out, state.kept, state.tried, state.rejected, state.seconds, True)
+        with _locked(out):
+            state = _open_state(out, job, n)
+            if state.complete and (out / DATASHEET).is_file():
+                return Built(out, state.kept, state.tried, state.rejected, state.seconds)
+            bank = training_bank(prepared, inspector, progress=progress) if prepared else None
+            sieve = Sieve(inspector, bank, min_score, duplicate, privacy, kept=_read_kept(out, state.kept))
+            state = _fill(G, sr, sieve, out, state, seed, truncation, batch, progress)
+            _write_datasheet(out, model, source, upscale, prepared, bank, state)
+            state.complete = True
+            _save_state(out, state)
+    return Built(out, state.kept, state.tried, state.rejected, state.seconds)
+
+
+def _check_out(out: str | Path) -> Path:
+    """``--out`` as a path, refused at once when it is a non-empty folder that holds no facegan set."""
+    path = checks.output_dir("--out", out).absolute()
+    if path.is_dir() and not (path / STATE_DIR / STATE).is_file() and any(not e.name.startswith(".") for e in os.scandir(path)):
+        raise FaceganError(f"--out {path} is not empty and holds no facegan dataset: choose a new or empty folder")
+    return path
+
+
+@contextmanager
+def _locked(out: Path) -> Iterator[None]:
+    """Hold ``out``'s lock for the whole build: a second run on the same folder is refused, not interleaved."""
+    (out / STATE_DIR).mkdir(parents=True, exist_ok=True)
+    with open(out / STATE_DIR / "lock", "a") as f:
+        try:
+            import fcntl
+        except ImportError:  # Windows: no advisory locks here
+            yield
+            return
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise FaceganError(f"another facegan dataset run is writing to {out}: wait for it, or choose another --out") from None
+        yield
 
 
 def open_generator(source: str | Path, upscale: str | Path | None) -> tuple[saved.Saved, Generator, SRGenerator | None]:
@@ -204,10 +250,13 @@ def _fill(G: Generator, sr: SRGenerator | None, sieve: Sieve, out: Path, state: 
     started = time.perf_counter() - state.seconds
     with tqdm(total=state.n, initial=state.kept, unit="face", desc="kept", disable=not progress, dynamic_ncols=True) as bar:
         while state.kept < state.n:
-            if state.kept == 0 and state.tried >= GIVE_UP_TRIES:
+            # 1. the next batch of candidates, in index order; GIVE_UP_TRIES in a row rejected stop the
+            #    run at that very index, whatever the batch size
+            left = GIVE_UP_TRIES - (state.tried - state.last_kept)
+            if left <= 0:
                 raise FaceganError(_kept_nothing(state, sieve))
-            # 1. the next batch of candidates, in index order
-            imgs = faces(G, batch, seed=seed, start=state.tried, batch_size=batch, truncation=truncation, upscaler=sr)
+            m = min(batch, left)
+            imgs = faces(G, m, seed=seed, start=state.tried, batch_size=m, truncation=truncation, upscaler=sr)
             # 2. the checks (up to the face that completes the set: later ones stay undecided)
             verdicts = sieve.sift(imgs, limit=state.n - state.kept)
             # 3. the kept faces on disk first, then the lines naming them, then the state counting them
@@ -223,7 +272,9 @@ def _fill(G: Generator, sr: SRGenerator | None, sieve: Sieve, out: Path, state: 
                              "detector_score": round(v.score, 4), "nearest_training_distance": _finite(v.train_distance),
                              "nearest_kept_distance": _finite(v.kept_distance)})
                 kept_emb.append(v.embedding)
-            flush_to_disk(files)
+                state.last_kept = index + 1
+            if files:
+                flush_to_disk(files)
             state.metadata_bytes += _append(out / METADATA, "".join(json.dumps(r) + "\n" for r in rows).encode(),
                                             state.metadata_bytes)
             if kept_emb:
@@ -238,8 +289,12 @@ def _fill(G: Generator, sr: SRGenerator | None, sieve: Sieve, out: Path, state: 
 
 
 def _kept_nothing(state: _State, sieve: Sieve) -> str:
-    """Why no face passed: the model makes no faces, or the same-person distance fits not this data."""
+    """Why GIVE_UP_TRIES faces in a row were rejected: the model makes no (new) faces, or the
+    same-person distance does not fit this data."""
     r = state.rejected
+    if state.kept:
+        return (f"the last {GIVE_UP_TRIES} faces tried were all rejected, after {state.kept} kept (so far: {_reasons(r)}): "
+                f"the model makes no more faces these filters accept; {state.kept} are kept in --out, ask for at most that many")
     if sieve.bank is None or r["training_identity"] < r["no_face"] + r["several_faces"]:
         return f"none of the first {state.tried} faces passed the filters ({_reasons(r)}): is this a face model?"
     fit, share = same_person_distance(sieve.bank)
@@ -280,28 +335,29 @@ def weights_digest(model: saved.Saved) -> str:
     return h.hexdigest()
 
 
-def training_data(model: saved.Saved, train_data: str | Path | None, G: Generator) -> Path:
-    """The prepared training set at G's resolution, for the privacy check; one line when it cannot be found."""
+NO_CHECK = "--no-privacy-check to build without it (the datasheet will say so)"
+
+
+def training_data(model: saved.Saved, train_data: str | Path | None, G: Generator, progress: bool = True,
+                  without: str = NO_CHECK) -> Path:
+    """The prepared training set at G's resolution, for the privacy check; one line when it cannot be
+    found, ending with ``without``: how to go on without the check."""
     where = train_data if train_data is not None else model.data
-    if train_data is None and where is not None and not Path(where).expanduser().exists():
+    built_in = where is None or absolute_source(str(where)) == str(where) and not Path(str(where)).is_absolute()
+    if train_data is None and not built_in and not Path(where).expanduser().exists():
         raise FaceganError(f"the training data the model names, {where}, is not here, so the privacy check cannot run: "
-                           "pass --train-data PATH (the same photos), or --no-privacy-check to build without it "
-                           "(the datasheet will say so)")
+                           f"pass --train-data PATH (the same photos), or {without}")
     try:
-        return resolve_dataset(where, G.cfg.res, G.cfg.channels)
+        return resolve_dataset(where, G.cfg.res, G.cfg.channels, progress=progress)
     except FaceganError as e:
         raise FaceganError(f"the training data for the privacy check: {e}") from None
 
 
 def _open_state(out: Path, job: dict[str, Any], n: int) -> _State:
-    """This job's state in ``out``: fresh for an empty or new folder, the saved one to resume;
-    refused when ``out`` holds another dataset or anything else."""
-    checks.output_dir("--out", out)
+    """This job's state in ``out``: fresh for a new or empty folder, the saved one to resume or
+    extend; refused when ``out`` holds another dataset or fewer faces are asked for than it holds."""
     path = out / STATE_DIR / STATE
-    if not path.is_file():
-        if out.exists() and any(not e.name.startswith(".") for e in os.scandir(out)):
-            raise FaceganError(f"--out {out} is not empty and holds no facegan dataset: choose a new or empty folder")
-        (out / STATE_DIR).mkdir(parents=True, exist_ok=True)
+    if not path.is_file():  # _check_out refused a folder with anything else in it
         state = _State(job, n)
         _save_state(out, state)
         return state
@@ -313,19 +369,22 @@ def _open_state(out: Path, job: dict[str, Any], n: int) -> _State:
         (out / METADATA).unlink(missing_ok=True)
         (out / STATE_DIR / KEPT).unlink(missing_ok=True)
         state = _State(job, n)
+        _drop_orphans(out, state)
         _save_state(out, state)
         return state
     if state.job != job:
         diff = ", ".join(f"{k} {state.job.get(k)!r} (asked: {job.get(k)!r})" for k in job if state.job.get(k) != job.get(k))
         raise FaceganError(f"--out {out} holds another dataset ({diff}): choose another folder, or the same options to continue it")
-    if state.complete and n < state.kept:
+    if n < state.kept:
         raise FaceganError(f"--out {out} already holds {state.kept} faces, more than --n {n}: ask for at least {state.kept}")
     sweep_stale(out)
     _drop_orphans(out, state)
-    if n > state.kept:
-        state.n, state.complete = n, False
-        (out / DATASHEET).unlink(missing_ok=True)  # the datasheet only ever describes a complete set
+    if n != state.n:
+        state.n = n
+        state.complete = state.complete and n == state.kept
         _save_state(out, state)
+    if not state.complete:  # only after the state says so: a datasheet only ever describes a complete set
+        (out / DATASHEET).unlink(missing_ok=True)
     return state
 
 
@@ -334,17 +393,23 @@ def _save_state(out: Path, state: _State) -> None:
 
 
 def _drop_orphans(out: Path, state: _State) -> None:
-    """Cut the metadata back to what the state counts, and delete face files no line names (a
-    batch written after the last state): they come back, identical, when their batch is redone."""
+    """Cut the metadata back to what the state counts, and delete the face files no line names (a
+    batch written after the last state: they come back, identical, when their batch is redone).
+    Only files named as faces (``seedS-IIIIII.png``) are ever deleted."""
     meta = out / METADATA
-    if meta.exists():
+    data = meta.read_bytes() if meta.exists() else b""
+    try:
+        named = {json.loads(line)["file_name"] for line in data[:state.metadata_bytes].decode().splitlines()}
+    except (ValueError, KeyError, TypeError):
+        named = None
+    if len(data) < state.metadata_bytes or named is None or len(named) != state.kept:
+        raise FaceganError(f"{meta} no longer matches the {state.kept} faces its state counts (edited?); "
+                           "build the set in a new folder")
+    if len(data) > state.metadata_bytes:
         with open(meta, "r+b") as f:
             f.truncate(state.metadata_bytes)
-    named = {json.loads(line)["file_name"] for line in meta.read_text().splitlines()} if meta.exists() else set()
-    if len(named) != state.kept:
-        raise FaceganError(f"{meta} names {len(named)} faces where its state counts {state.kept}; build the set in a new folder")
     for e in os.scandir(out):
-        if e.is_file() and e.name.endswith(".png") and e.name not in named:
+        if e.is_file() and FACE_FILE.fullmatch(e.name) and e.name not in named:
             os.unlink(e.path)
 
 

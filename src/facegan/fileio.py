@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import stat
 import uuid
@@ -25,7 +26,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
-
 
 _HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:40] or "host"
 _TMP = re.compile(r"^\.(?P<name>.+)\.(?:(?P<host>[A-Za-z0-9_-]+)-)?(?P<pid>\d+)-[0-9a-f]{8}\.tmp$")
@@ -63,7 +63,10 @@ def sweep_stale(folder: Path) -> list[Path]:
         m = _TMP.match(entry.name)
         if m and m["host"] in (None, _HOST) and int(m["pid"]) != os.getpid() and not _alive(int(m["pid"])):
             try:
-                os.unlink(entry.path)
+                if entry.is_dir(follow_symlinks=False):  # a folder built whole, then renamed (facegan.testpack)
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
                 removed.append(Path(entry.path))
             except OSError:
                 pass  # swept by a concurrent run, or not ours to delete

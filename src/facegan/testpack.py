@@ -36,8 +36,8 @@ from tqdm import tqdm
 
 from facegan import checks, viz
 from facegan.errors import FaceganError
-from facegan.faceset import Sieve, Verdict, open_generator, training_data
-from facegan.fileio import temp_name, write_text_atomic
+from facegan.faceset import GIVE_UP_TRIES, Sieve, Verdict, open_generator, training_data
+from facegan.fileio import sweep_stale, temp_name, write_text_atomic
 from facegan.identity import DUPLICATE, MIN_SCORE, SAME_PERSON, Inspector, nearest, training_bank
 from facegan.models.dcgan import Generator
 from facegan.models.srresnet import SRGenerator
@@ -52,7 +52,7 @@ ATTEMPTS = 4  # moves tried per person before it is dropped
 
 
 def check_options(k: int, seed: int = 0, sigma: float = SIGMA, truncation: float | None = None) -> None:
-    checks.integer("--pairs", k, 1, 100_000)
+    checks.integer("--pairs", k, 2, 100_000)  # a different-people pair needs two people
     checks.seed("--seed", seed)
     checks.number("--sigma", sigma, 0.0, 5.0, lo_open=True)
     checks.truncation("--truncation", truncation)
@@ -106,9 +106,14 @@ def build_pack(source: str | Path, k: int, out: str | Path, seed: int = 0, sigma
 
     check_options(k, seed, sigma, truncation)
     check_filters(1, seed, truncation, min_score, duplicate, privacy, batch, workers)
-    out = checks.output_dir("--out", out)
+    truncation = None if truncation is not None and math.isinf(truncation) else truncation  # ψ = inf is off
+    out = checks.output_dir("--out", out).absolute()
+    if out == Path.cwd() or out in Path.cwd().parents:
+        raise FaceganError(f"--out {out} is the current folder or above it: give the pack a folder of its own")
     if out.exists() and any(os.scandir(out)):
         raise FaceganError(f"--out {out} is not empty: a test pack is written into a new or empty folder")
+    if out.parent.is_dir():
+        sweep_stale(out.parent)  # a killed build's hidden folder
     model, G, sr = open_generator(source, upscale)
     started = time.perf_counter()
     with Inspector(workers, "the test pack's checks") as inspector:
@@ -138,8 +143,10 @@ def _persons(G: Generator, sr: SRGenerator | None, sieve: Sieve, k: int, seed: i
     tried = 0
     with tqdm(total=k, unit="person", desc="persons", disable=not progress, dynamic_ncols=True) as bar:
         while len(persons) < k:
-            if not persons and tried >= 1000:
-                raise FaceganError(f"none of the first {tried} faces made a person ({rejected}): is this a face model?")
+            if not persons and tried >= GIVE_UP_TRIES:
+                reasons = ", ".join(f"{key.replace('_', ' ')} {v}" for key, v in rejected.items())
+                raise FaceganError(f"none of the first {tried} faces made a person ({reasons}): is this a face model, "
+                                   "and does --privacy fit the training photos (README 'Synthetic face sets')?")
             imgs = faces(G, batch, seed=seed, start=tried, batch_size=batch, truncation=truncation, upscaler=sr)
             verdicts = sieve.sift(imgs)
             anchors = []
@@ -196,24 +203,22 @@ def _second_photos(G: Generator, sr: SRGenerator | None, sieve: Sieve, anchors: 
 
 def _different(persons: list[Person], threshold: float) -> list[tuple[int, int, float]]:
     """K pairs (i, j, distance) of person i's first photo and person j's second, j the first person
-    after i (cyclically) whom the embedding calls someone else (distance ≥ ``threshold``) and whom
-    i was not paired with yet."""
+    after i (cyclically) whom the embedding calls someone else (distance ≥ ``threshold``). Pairs are
+    of photos, so (i, j) and (j, i) are two different pairs of images."""
     k = len(persons)
     first = np.stack([p.embeddings[0] for p in persons]).astype(np.float64)
     second = np.stack([p.embeddings[1] for p in persons]).astype(np.float64)
-    used: set[tuple[int, int]] = set()
     out = []
     for i in range(k):
         for step in range(1, k):
             j = (i + step) % k
             d = float(np.linalg.norm(first[i] - second[j]))
-            if d >= threshold and (min(i, j), max(i, j)) not in used:
-                used.add((min(i, j), max(i, j)))
+            if d >= threshold:
                 out.append((i, j, d))
                 break
         else:
-            raise FaceganError(f"person {persons[i].name} is within {threshold} of every other person: "
-                               "the model makes too few distinct identities for a pack")
+            raise FaceganError(f"{persons[i].name} is within {threshold} of every other person of the {k}: too few distinct "
+                               "people for different-people pairs; ask for more --pairs")
     return out
 
 

@@ -8,6 +8,9 @@ each verdict is known; the detector and the embedding are the real ones (the ano
 from __future__ import annotations
 
 import importlib.util
+import io
+import json
+import zipfile
 
 import numpy as np
 import pytest
@@ -51,6 +54,11 @@ def test_face_keeps_single_faces_and_names_the_rest():
         assert body["filter"] == "face" and body["width"] == 64
         r = c.post("/v1/generate", json={"seed": 0, "n": 2, "filter": "face", "as": "zip"})
         assert r.status_code == 200 and r.headers["X-Facegan-Faces"] == "0:1,0:3"
+        assert r.headers["X-Facegan-Rejected"] == "0:0:no_face,0:2:no_face"
+        manifest = json.loads(zipfile.ZipFile(io.BytesIO(r.content)).read("manifest.json"))
+        assert manifest["filter"] == "face" and [x["index"] for x in manifest["rejected"]] == [0, 2]
+        r = c.post("/v1/generate", json={"seed": 0, "n": 2, "filter": "face", "as": "grid"})
+        assert r.status_code == 200 and r.headers["X-Facegan-Rejected"] == "0:0:no_face,0:2:no_face"
         r = c.post("/v1/generate", json={"seeds": [0], "filter": "face"})
         assert r.status_code == 422 and "none of the 1 faces tried passed the 'face' filter (no face)" in r.json()["error"]
         r = c.post("/v1/generate", json={"seed": 0, "n": 1, "filter": "private"})

@@ -51,7 +51,7 @@ def dataset(
     train_data: Optional[Path] = typer.Option(None, "--train-data", help="The training photos (folder, zip or prepared .npy), where the model's own record of them is not on this machine."),
     sigma: float = typer.Option(SIGMA, "--sigma", help="--pairs: the latent move that makes a person's second photo."),
     batch: int = typer.Option(64, "--batch", help="Faces generated and checked per batch."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Processes for the detector and the embedding (default: one per CPU core)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Threads for the detector (default: one per CPU core; the embedding uses torch's threads)."),
 ) -> None:
     if (n is None) == (pairs is None):
         raise FaceganError("give either --n N (a face set) or --pairs K (a face-recognition test pack)")

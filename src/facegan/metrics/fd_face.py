@@ -61,11 +61,16 @@ def chips(images: np.ndarray, box: tuple[float, float, float, float] = CHIP_BOX)
     return out
 
 
-@functools.lru_cache(maxsize=1)
 def network(purpose: str = "the fd_face metric") -> FaceResNet:
     """dlib's face-recognition ResNet as a torch module (models/face_resnet.py: dlib's descriptors
-    to ~1e-6, ≈20× faster than dlib's own single-core run), read once per process."""
-    return face_resnet.load(model_file(WEIGHTS, purpose))
+    to 5·10⁻⁷, ≈20× faster than dlib's own single-core run), read once per process; ``purpose``
+    names the caller in the one-line error when the weights are not installed."""
+    return _load(model_file(WEIGHTS, purpose))
+
+
+@functools.lru_cache(maxsize=2)
+def _load(path: str) -> FaceResNet:
+    return face_resnet.load(path)
 
 
 @torch.no_grad()

@@ -3,8 +3,8 @@
 dlib runs this network on one core without BLAS: 83 ms a face on the machine of
 docs/benchmarks.md. In torch (oneDNN, every core) the same descriptors cost a few milliseconds, so
 the identity checks of synthetic face sets, test packs and the service, the training set's
-descriptors and the ``fd_face`` metric all use this module; it gives dlib's descriptors to ~1e-5
-(a test compares the two on real faces).
+descriptors and the ``fd_face`` metric all use this module; it gives dlib's descriptors to 5·10⁻⁷ on real faces
+(docs/benchmarks.md; a test compares the two on drawn faces and noise, to 10⁻⁵).
 
 The weights are read from ``face-recognition-models``' file itself, a dlib serialization, by a
 reader of its plain parts (length-prefixed integers, strings and little-endian float32 tensors):
@@ -154,8 +154,8 @@ def load(path: str | Path) -> FaceResNet:
                 conv.bias.copy_(torch.from_numpy(params[w.numel():]) * gamma + beta)
             fc_at = dict(layers)[next(n for n in names if n.startswith("fc_"))]
             net.fc.weight.copy_(torch.from_numpy(r.tensor_after(fc_at, 256 * 128)).view(256, 128).T)
-    except (ValueError, IndexError) as e:
+    except (ValueError, IndexError, OverflowError) as e:
         raise FaceganError(f"{path} could not be read as dlib's face-recognition ResNet ({e}); reinstall face-recognition-models") from None
-    if not all(torch.isfinite(p).all() for p in net.parameters()):
+    if not all(torch.isfinite(t).all() for t in [*net.parameters(), *net.buffers()]):
         raise FaceganError(f"{path} holds non-finite weights; reinstall face-recognition-models")
     return net.eval().requires_grad_(False)

@@ -151,10 +151,12 @@ def create_app(model: Model, limits: Limits = Limits(), api_key: str | None = No
         async with upscale_lock:
             return await run_in_threadpool(run)
 
-    def headers(faces: list[tuple[int, int]] | None = None) -> dict[str, str]:
+    def headers(faces: list[tuple[int, int]] | None = None, rejected: list[dict[str, Any]] | None = None) -> dict[str, str]:
         h = {"X-Facegan-Model": model.sha256, "X-Facegan-Runtime": model.runtime}
         if faces is not None:
             h["X-Facegan-Faces"] = ",".join(f"{s}:{i}" for s, i in faces)
+        if rejected is not None:  # a filtered grid or zip: which faces were left out, and why
+            h["X-Facegan-Rejected"] = ",".join(f"{r['seed']}:{r['index']}:{r['reason']}" for r in rejected)
         return h
 
     # -- routes ---------------------------------------------------------------------------------------------
@@ -196,15 +198,17 @@ def create_app(model: Model, limits: Limits = Limits(), api_key: str | None = No
                 imgs = await enlarge(imgs)
         if req.as_ == "grid":
             body = await run_in_threadpool(lambda: encode(viz.grid(np.stack(imgs)), req.format))
-            return Response(body, media_type=MEDIA[req.format], headers=headers(faces))
+            return Response(body, media_type=MEDIA[req.format], headers=headers(faces, rejected))
         encoded = await run_in_threadpool(lambda: [encode(img, req.format) for img in imgs])
         if req.as_ == "zip":
             manifest = {"model": model.sha256, "truncation": req.truncation, "format": req.format,
                         "faces": [{"file": _name(s, i, req.format), "seed": s, "index": i} for s, i in faces]}
+            if rejected is not None:
+                manifest["filter"], manifest["rejected"] = req.filter, rejected
             body = await run_in_threadpool(_zip, [(_name(s, i, req.format), b) for (s, i), b in zip(faces, encoded)], manifest)
-            return Response(body, media_type=MEDIA["zip"], headers={**headers(faces),
+            return Response(body, media_type=MEDIA["zip"], headers={**headers(faces, rejected),
                                                                      "Content-Disposition": 'attachment; filename="faces.zip"'})
-        h, w = imgs[0].shape[:2] if imgs else (G.cfg.res, G.cfg.res)
+        h, w = imgs[0].shape[:2]
         body = {"model": model.sha256, "runtime": model.runtime, "truncation": req.truncation,
                 "format": req.format, "width": w, "height": h,
                 "faces": [{"seed": s, "index": i, "image": base64.b64encode(b).decode()} for (s, i), b in zip(faces, encoded)]}
@@ -214,6 +218,10 @@ def create_app(model: Model, limits: Limits = Limits(), api_key: str | None = No
 
     async def filtered(req: Any, asked: list[tuple[int, int]]) -> tuple[list[tuple[int, int]], list[np.ndarray], list[dict[str, Any]]]:
         """The faces of a filtered request that pass, and the rejected ones with their reasons (serve/filters.py)."""
+        async with filters.slot():
+            return await walk(req, asked)
+
+    async def walk(req: Any, asked: list[tuple[int, int]]) -> tuple[list[tuple[int, int]], list[np.ndarray], list[dict[str, Any]]]:
         sieve = await run_in_threadpool(filters.sieve, req.filter)
         if req.seeds is not None:
             batches = [asked]
@@ -227,10 +235,10 @@ def create_app(model: Model, limits: Limits = Limits(), api_key: str | None = No
                 break
             z = await run_in_threadpool(_latents, batch, G.cfg.z_dim, req.truncation)
             out = await render(z)
-            for (s, i), img, v in zip(batch, out, await filters.sift(sieve, out)):
+            for (s, i), img, v in zip(batch, out, await filters.sift(sieve, out, len(asked) - len(faces))):
                 if v.reason is not None:
                     rejected.append({"seed": s, "index": i, "reason": v.reason})
-                elif len(faces) < len(asked):
+                else:
                     faces.append((s, i))
                     imgs.append(img)
         if not faces:

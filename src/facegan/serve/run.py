@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from facegan.errors import FaceganError
+from facegan.identity import SAME_PERSON
 from facegan.serve.limits import Limits
 
 ALL_INTERFACES = ("0.0.0.0", "::", "")
@@ -61,7 +62,7 @@ def exposure_warning(host: str, api_key: str | None) -> str | None:
 def serve(source: str | Path, upscaler: str | Path | None = None, host: str = "127.0.0.1", port: int = 8000,
           runtime: str = "torch", device: str = "auto", limits: Limits = Limits(), api_key: str | None = None,
           cors_origins: tuple[str, ...] = (), max_connections: int = 1024, privacy_check: bool = False,
-          train_data: str | Path | None = None, privacy: float = 0.6) -> None:
+          train_data: str | Path | None = None, privacy: float = SAME_PERSON) -> None:
     """Serve ``source`` until interrupted; ``privacy_check`` loads the training identities that
     ``"filter": "private"`` needs (serve/filters.py) before the socket is served."""
     require_extra()

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from facegan.checks import SEED_MAX
+from facegan.serve.filters import TRIES_PER_FACE
 from facegan.serve.limits import Limits
 
 Seed = Annotated[int, Field(ge=0, le=SEED_MAX, description="0 … 2³² − 1")]
@@ -40,8 +41,9 @@ def request_models(limits: Limits) -> tuple[type[BaseModel], type[BaseModel]]:
         upscale: bool = Field(False, description="Enlarge the faces with the server's upscaler (400 when it has none).")
         filter: Literal["none", "face", "private"] = Field("none", description=(
             "face: only faces dlib's detector finds exactly one face in; private: also nobody from the training photos "
-            "and no face twice (needs a server started with --privacy-check). With seed, the server walks on from start "
-            "until n faces pass (at most 8×n tried); rejected ones are listed with their reason."))
+            "and no face twice (needs a server started with --privacy-check). Checked before any upscale. With seed, the "
+            f"server walks on from start until n faces pass (at most {TRIES_PER_FACE}×n tried); rejected ones are listed "
+            "with their reason (JSON: rejected; grid and zip: the X-Facegan-Rejected header)."))
 
         @model_validator(mode="after")
         def _one_way(self) -> "GenerateRequest":
