@@ -71,6 +71,21 @@ def test_the_sieve_names_the_first_check_a_face_fails_and_remembers_what_it_kept
     assert [v.reason for v in Sieve(FakeInspector(), None).sift(batch[2:3])] == [None]  # no bank: no privacy check
 
 
+def test_the_same_person_distance_of_a_training_set_and_the_line_that_names_it():
+    bank = np.eye(128, dtype=np.float32) * 0.5  # every pair of different photos 0.5·√2 = 0.707 apart
+    fit, share = identity.same_person_distance(bank)
+    assert fit == pytest.approx(0.5 * np.sqrt(2)) and share == 0.0
+    assert identity.same_person_distance(np.zeros((5, 128), np.float32)) == (0.0, 1.0)  # only duplicates
+    state = faceset._State(job={}, n=10, tried=1000, rejected={"no_face": 10, "several_faces": 0, "training_identity": 990,
+                                                                 "duplicate": 0})
+    line = faceset._kept_nothing(state, Sieve(FakeInspector(), bank, privacy=0.8))
+    assert "none of the first 1000 faces is 0.8 or farther from every training face" in line
+    assert "0% of pairs of different photos are closer than dlib's 0.6" in line and "--privacy 0.71" in line
+    assert "is this a face model" in faceset._kept_nothing(state, Sieve(FakeInspector(), None))
+    state.kept = 3
+    assert "after 3 kept" in faceset._kept_nothing(state, Sieve(FakeInspector(), bank))
+
+
 def test_nearest_is_the_brute_force_answer():
     rng = np.random.default_rng(0)
     q, b = rng.normal(size=(300, 128)).astype(np.float32), rng.normal(size=(1000, 128)).astype(np.float32)
