@@ -99,9 +99,9 @@ def test_nearest_is_the_brute_force_answer():
 # --- a real build, with a pool of known images as the generator --------------------------------------
 
 TRAIN = render_faces(12, 64, seed=7)
-FRESH = render_faces(40, 64, seed=11)
+FRESH = render_faces(80, 64, seed=11)  # the detector finds 39 of them, 10 of the first 20
 NOISE = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
-# candidates 0–1 noise, 2 a training face, 3–22 fresh, 23 training face again, 24 = candidate 3 again, 25–44 fresh
+# candidates 0–1 noise, 2 a training face, 3–22 fresh, 23 training face again, 24 = candidate 3 again, 25–84 fresh
 POOL = np.concatenate([NOISE[:2], TRAIN[4:5], FRESH[:20], TRAIN[5:6], FRESH[:1], FRESH[20:], NOISE[2:]])
 P = 0.3  # the same-person distance for drawn faces
 
@@ -326,8 +326,9 @@ def test_a_test_pack_is_lfw_shaped_and_the_embedding_confirms_every_pair(model, 
     with pytest.raises(FaceganError, match="not empty"):
         build_pack(model, 6, out, workers=1, privacy=P, progress=False)
     two = build_pack(model, 2, tmp_path / "two", batch=8, workers=1, privacy=P, progress=False)  # the smallest pack
-    assert (two.out / "pairs.txt").read_text().splitlines()[3:] == ["seed0-000003\t1\tseed0-000004\t2",
-                                                                     "seed0-000004\t1\tseed0-000003\t2"]
+    lines = (two.out / "pairs.txt").read_text().splitlines()
+    a, b = (line.split("\t")[0] for line in lines[1:3])
+    assert lines[3:] == [f"{a}\t1\t{b}\t2", f"{b}\t1\t{a}\t2"]  # each person's first photo with the other's second
     with pytest.raises(FaceganError, match="--pairs must be an integer in 2"):
         build_pack(model, 1, tmp_path / "one", workers=1, privacy=P, progress=False)
 

@@ -44,7 +44,7 @@ from facegan import checks, saved, viz
 from facegan.data.prepare import absolute_source, open_prepared, resolve_dataset
 from facegan.errors import FaceganError
 from facegan.fileio import flush_to_disk, read_json, sweep_stale, write_bytes_atomic, write_text_atomic
-from facegan.identity import DUPLICATE, FALSE_MATCH, MIN_SCORE, SAME_PERSON, Inspector, nearest, same_person_distance, training_bank
+from facegan.identity import DETECT_SIDE, DUPLICATE, FALSE_MATCH, MIN_SCORE, SAME_PERSON, Inspector, nearest, same_person_distance, training_bank
 from facegan.models.dcgan import Generator
 from facegan.models.srresnet import SRGenerator
 from facegan.sample import face_file, faces
@@ -441,7 +441,7 @@ def _write_datasheet(out: Path, model: saved.Saved, source: str | Path, upscale:
     lines += ["Made by `facegan dataset`. Every face was generated, then kept only if it passed every filter below, "
               "in that order; each row counts the faces the filter rejected.", "",
               "| filter | threshold | rejected |", "|---|---|---|",
-              f"| one face: dlib's HOG detector finds exactly one (on the face resized to 160², padded with gray) | "
+              f"| one face: dlib's HOG detector finds exactly one (on the face resized to {DETECT_SIDE}²) | "
               f"score ≥ {job['min_score']} | {state.rejected['no_face']} none, {state.rejected['several_faces']} several |"]
     lines += [f"| nobody from the training photos: identity distance (dlib's 128-d face embedding) to every training face | "
               f"≥ {job['privacy']} | {state.rejected['training_identity']} |" if job["privacy"] is not None else
