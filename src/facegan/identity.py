@@ -92,8 +92,9 @@ def default_workers() -> int:
 
 
 class Inspector:
-    """The detector on ``workers`` threads (dlib's HOG releases the GIL for much of its work: 5.4 →
-    3.4 ms a face on 2 cores) and the embedding in torch (every core). Use as a context manager."""
+    """The detector on ``workers`` threads (dlib's HOG releases the GIL for much of its work: two
+    threads took 3.4 ms a face where one took 5.4, on 240² images) and the embedding in torch (every
+    core). Use as a context manager."""
 
     def __init__(self, workers: int | None = None, purpose: str = "the identity checks") -> None:
         self.workers = workers or default_workers()

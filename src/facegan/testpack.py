@@ -44,7 +44,7 @@ from facegan.models.srresnet import SRGenerator
 from facegan.sample import face_file, faces, render, truncated_latents
 
 # σ of the latent move for the second photo. On faces64 (AAF, same-person distance 0.45), one move
-# kept the person for 97 % of faces at σ 0.1, 91 % at 0.2, 79 % at 0.3, 51 % at 0.5 and 15 % at 1.0
+# kept the person for 98 % of faces at σ 0.1, 92 % at 0.2, 79 % at 0.3, 52 % at 0.5 and 15 % at 1.0
 # (benchmarks/faceset_quality.py): 0.3 makes pairs 0.34 apart on average, harder than smaller moves,
 # and with ATTEMPTS moves a person is kept 99.8 % of the time.
 SIGMA = 0.3

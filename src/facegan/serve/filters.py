@@ -8,7 +8,7 @@
 
 The faces are checked as the generator makes them, before any ``"upscale"`` (``facegan dataset
 --upscale`` checks the upscaled face instead). Cost per candidate face on the machine of
-docs/benchmarks.md: the detector ≈3–5 ms and the embedding ≈4 ms, beside ≈2 ms to generate it —
+docs/benchmarks.md: the detector ≈1.4 ms and the embedding ≈4 ms, beside ≈2 ms to generate it —
 cheap enough to offer per request, not free, so filtered requests take turns (one batch at a time:
 the detectors are shared; at most :data:`MAX_WAITING` wait, more get 503) while unfiltered ones
 keep the micro-batcher to themselves. With ``seed`` and ``n`` the server walks on from ``start``
