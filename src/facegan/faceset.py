@@ -25,7 +25,6 @@ faces a larger first run would have kept.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -41,10 +40,10 @@ import numpy as np
 from tqdm import tqdm
 
 from facegan import checks, saved, viz
-from facegan.data.prepare import absolute_source, open_prepared, resolve_dataset
+from facegan.data.prepare import is_built_in, open_prepared, resolve_dataset
 from facegan.errors import FaceganError
 from facegan.fileio import flush_to_disk, read_json, sweep_stale, write_bytes_atomic, write_text_atomic
-from facegan.identity import DETECT_SIDE, DUPLICATE, FALSE_MATCH, MIN_SCORE, SAME_PERSON, Inspector, nearest, same_person_distance, training_bank
+from facegan.identity import DETECT_SIDE, DISTANCE_MAX, DUPLICATE, FALSE_MATCH, MIN_SCORE, SAME_PERSON, Inspector, check_privacy, nearest, same_person_distance, training_bank
 from facegan.models.dcgan import Generator
 from facegan.models.srresnet import SRGenerator
 from facegan.sample import face_file, faces
@@ -66,8 +65,8 @@ def check_options(n: int, seed: int = 0, truncation: float | None = None, min_sc
     checks.seed("--seed", seed)
     checks.truncation("--truncation", truncation)
     checks.number("--min-score", min_score, -1.0, 5.0)
-    checks.number("--duplicate", duplicate, 0.0, 2.0)
-    checks.number("--privacy", privacy, 0.0, 2.0, lo_open=True)
+    checks.number("--duplicate", duplicate, 0.0, DISTANCE_MAX)
+    check_privacy(privacy)
     checks.integer("--batch", batch, 1, 4096)
     if workers is not None:
         checks.integer("--workers", workers, 1, 256)
@@ -194,7 +193,7 @@ def build(source: str | Path, n: int, out: str | Path, seed: int = 0, truncation
     model, G, sr = open_generator(source, upscale)
     with Inspector(workers, "the dataset's filters") as inspector:  # no extra: one line, before anything is written
         prepared = training_data(model, train_data, G, progress=progress) if privacy_check else None
-        job = {"format": FORMAT, "model": weights_digest(model), "upscale": weights_digest(saved.open(upscale)) if sr else None,
+        job = {"format": FORMAT, "model": saved.weights_sha256(G), "upscale": saved.weights_sha256(sr) if sr else None,
                "seed": seed, "truncation": truncation, "min_score": min_score, "duplicate": duplicate,
                "privacy": privacy if privacy_check else None,
                "training_data": open_prepared(prepared).manifest.get("fingerprint") if prepared else None}
@@ -284,7 +283,7 @@ def _fill(G: Generator, sr: SRGenerator | None, sieve: Sieve, out: Path, state: 
             state.seconds = time.perf_counter() - started
             _save_state(out, state)
             bar.update(len(rows))
-            bar.set_postfix_str(f"tried {state.tried}; rejected: {_reasons(state.rejected)}", refresh=False)
+            bar.set_postfix_str(f"tried {state.tried}; rejected: {reasons(state.rejected)}", refresh=False)
     return state
 
 
@@ -293,18 +292,19 @@ def _kept_nothing(state: _State, sieve: Sieve) -> str:
     same-person distance does not fit this data."""
     r = state.rejected
     if state.kept:
-        return (f"the last {GIVE_UP_TRIES} faces tried were all rejected, after {state.kept} kept (so far: {_reasons(r)}): "
+        return (f"the last {GIVE_UP_TRIES} faces tried were all rejected, after {state.kept} kept (so far: {reasons(r)}): "
                 f"the model makes no more faces these filters accept; {state.kept} are kept in --out, ask for at most that many")
     if sieve.bank is None or r["training_identity"] < r["no_face"] + r["several_faces"]:
-        return f"none of the first {state.tried} faces passed the filters ({_reasons(r)}): is this a face model?"
+        return f"none of the first {state.tried} faces passed the filters ({reasons(r)}): is this a face model?"
     fit, share = same_person_distance(sieve.bank)
-    return (f"none of the first {state.tried} faces is {sieve.privacy} or farther from every training face ({_reasons(r)}); "
+    return (f"none of the first {state.tried} faces is {sieve.privacy} or farther from every training face ({reasons(r)}); "
             f"on this training set {share:.0%} of pairs of different photos are closer than dlib's {SAME_PERSON} too, so "
             f"nearly everybody resembles somebody; {fit:.2f} is the distance only {FALSE_MATCH:.0%} of them fall below: "
             f"--privacy {math.ceil(fit * 100) / 100:.2f} (see README 'Synthetic face sets')")
 
 
-def _reasons(rejected: dict[str, int]) -> str:
+def reasons(rejected: dict[str, int]) -> str:
+    """Rejection counts as one phrase: "no face 3, several faces 0, …"."""
     return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in rejected.items())
 
 
@@ -326,15 +326,6 @@ def _append(path: Path, data: bytes, at: int) -> int:
 
 # --- the job's identity, its state and resuming ---------------------------------------------------
 
-def weights_digest(model: saved.Saved) -> str:
-    """A saved model's identity: the SHA-256 of the file its weights are read from."""
-    h = hashlib.sha256()
-    with open(model.checkpoint if model.checkpoint is not None else model.path / saved.WEIGHTS, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 NO_CHECK = "--no-privacy-check to build without it (the datasheet will say so)"
 
 
@@ -343,8 +334,7 @@ def training_data(model: saved.Saved, train_data: str | Path | None, G: Generato
     """The prepared training set at G's resolution, for the privacy check; one line when it cannot be
     found, ending with ``without``: how to go on without the check."""
     where = train_data if train_data is not None else model.data
-    built_in = where is None or absolute_source(str(where)) == str(where) and not Path(str(where)).is_absolute()
-    if train_data is None and not built_in and not Path(where).expanduser().exists():
+    if train_data is None and not is_built_in(where) and not Path(where).expanduser().exists():
         raise FaceganError(f"the training data the model names, {where}, is not here, so the privacy check cannot run: "
                            f"pass --train-data PATH (the same photos), or {without}")
     try:

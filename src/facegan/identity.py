@@ -36,6 +36,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from facegan import checks
 from facegan.data.prepare import default_cache_dir, open_prepared
 from facegan.errors import FaceganError
 from facegan.facemodels import model_file, require
@@ -49,6 +50,7 @@ SAME_PERSON = 0.6  # dlib's threshold: descriptors closer than this are one pers
 # ≥ 0.23 from their nearest other (1 % are AAF's own exact duplicates). 0.2 removes re-renders of
 # one face; mirror images of one person stay, as they do in the training photos.
 DUPLICATE = 0.2
+DISTANCE_MAX = 2.0  # descriptors are ≈1.4 long: no two faces are farther apart than this
 FALSE_MATCH = 0.01  # the share of different people's pairs :func:`same_person_distance` allows below it
 MIN_SCORE = face_detect.THRESHOLD  # the detector's score a face needs (an SVM margin; dlib's default 0)
 DETECT_SIDE = 128  # pixels every face is resized to before detection (see the module's docstring)
@@ -70,6 +72,11 @@ class Looks:
     embedding: np.ndarray
 
 
+def check_privacy(value: float, flag: str = "--privacy") -> float:
+    """The same-person distance a face must keep from every training face: a number in (0, 2]."""
+    return checks.number(flag, value, 0.0, DISTANCE_MAX, lo_open=True)
+
+
 def _sized(img: np.ndarray) -> np.ndarray:
     """uint8 (H, W, 1|3) → uint8 RGB DETECT_SIDE², bilinear."""
     rgb = np.repeat(img, 3, axis=2) if img.shape[2] == 1 else np.ascontiguousarray(img)
@@ -87,17 +94,13 @@ def _detect(det: object, images: np.ndarray, min_score: float) -> tuple[np.ndarr
     return faces, score
 
 
-def default_workers() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 class Inspector:
     """The detector on ``workers`` threads (dlib's HOG releases the GIL for much of its work: two
     threads took 3.4 ms a face where one took 5.4, on 240² images) and the embedding in torch (every
     core). Use as a context manager."""
 
     def __init__(self, workers: int | None = None, purpose: str = "the identity checks") -> None:
-        self.workers = workers or default_workers()
+        self.workers = workers or os.cpu_count() or 1
         if self.workers < 1:
             raise FaceganError(f"--workers must be at least 1, not {self.workers}")
         dlib = require("dlib", purpose)

@@ -14,6 +14,7 @@ This module reads models; it imports nothing from training (a test enforces the 
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from facegan import checkpoint
 from facegan.config import SRTrainConfig, TrainConfig
@@ -33,6 +35,14 @@ GAN, UPSCALER = "gan", "upscaler"  # what a saved model makes: faces from latent
 FORMAT = "facegan-model-1"
 CONFIG, WEIGHTS, UPSCALER_WEIGHTS, ONNX, CARD, SAMPLES = ("config.json", "model.safetensors", "upscaler.safetensors",
                                                           "model.onnx", "README.md", "samples.png")
+
+
+def weights_sha256(net: torch.nn.Module) -> str:
+    """sha256 of a net's fp32 weights in safetensors layout with no metadata: the model's identity, the
+    same for a run, its checkpoint and the model folder exported from it (the service and the
+    synthetic face sets name models by it)."""
+    state = {k: v.detach().float().cpu().contiguous() for k, v in net.state_dict().items()}
+    return hashlib.sha256(safetensors_bytes(state)).hexdigest()
 
 
 def is_model_folder(path: str | Path) -> bool:

@@ -36,9 +36,10 @@ from tqdm import tqdm
 
 from facegan import checks, viz
 from facegan.errors import FaceganError
-from facegan.faceset import GIVE_UP_TRIES, Sieve, Verdict, open_generator, training_data
+from facegan.faceset import GIVE_UP_TRIES, REASONS, Sieve, open_generator, reasons, training_data
+from facegan.faceset import check_options as check_filters
 from facegan.fileio import sweep_stale, temp_name, write_text_atomic
-from facegan.identity import DUPLICATE, MIN_SCORE, SAME_PERSON, Inspector, nearest, training_bank
+from facegan.identity import DUPLICATE, MIN_SCORE, SAME_PERSON, Inspector, training_bank
 from facegan.models.dcgan import Generator
 from facegan.models.srresnet import SRGenerator
 from facegan.sample import face_file, faces, render, truncated_latents
@@ -102,8 +103,6 @@ def build_pack(source: str | Path, k: int, out: str | Path, seed: int = 0, sigma
                train_data: str | Path | None = None, batch: int = 64, workers: int | None = None,
                progress: bool = True) -> Pack:
     """Write a test pack of ``k`` same-person and ``k`` different-people pairs into ``out`` (new or empty)."""
-    from facegan.faceset import check_options as check_filters
-
     check_options(k, seed, sigma, truncation)
     check_filters(1, seed, truncation, min_score, duplicate, privacy, batch, workers)
     truncation = None if truncation is not None and math.isinf(truncation) else truncation  # ψ = inf is off
@@ -139,13 +138,12 @@ def _persons(G: Generator, sr: SRGenerator | None, sieve: Sieve, k: int, seed: i
              truncation: float | None, batch: int, progress: bool) -> tuple[list[Person], int, dict[str, int]]:
     """Candidates (seed, 0), (seed, 1), … through the filters, each kept one given a confirmed second photo."""
     persons: list[Person] = []
-    rejected = {"no_face": 0, "several_faces": 0, "training_identity": 0, "duplicate": 0, "identity_lost": 0}
+    rejected = dict.fromkeys(REASONS, 0) | {"identity_lost": 0}
     tried = 0
     with tqdm(total=k, unit="person", desc="persons", disable=not progress, dynamic_ncols=True) as bar:
         while len(persons) < k:
             if not persons and tried >= GIVE_UP_TRIES:
-                reasons = ", ".join(f"{key.replace('_', ' ')} {v}" for key, v in rejected.items())
-                raise FaceganError(f"none of the first {tried} faces made a person ({reasons}): is this a face model, "
+                raise FaceganError(f"none of the first {tried} faces made a person ({reasons(rejected)}): is this a face model, "
                                    "and does --privacy fit the training photos (README 'Synthetic face sets')?")
             imgs = faces(G, batch, seed=seed, start=tried, batch_size=batch, truncation=truncation, upscaler=sr)
             verdicts = sieve.sift(imgs)
@@ -173,8 +171,9 @@ def _persons(G: Generator, sr: SRGenerator | None, sieve: Sieve, k: int, seed: i
 def _second_photos(G: Generator, sr: SRGenerator | None, sieve: Sieve, anchors: list, seed: int, sigma: float,
                    truncation: float | None) -> list:
     """For each anchor (index, image, verdict): (…, (attempt, image, verdict)) for the first move
-    that keeps one face, nobody from training and the same identity; (…, None) when none of
-    :data:`ATTEMPTS` does. Each attempt renders all the anchors still waiting in one batch."""
+    that passes the filters but the duplicate one (the second photo is meant to be close) and keeps
+    the identity; (…, None) when none of :data:`ATTEMPTS` does. Each attempt renders all the
+    anchors still waiting in one batch."""
     found: dict[int, tuple] = {}
     waiting = [a[0] for a in anchors]
     by_index = {a[0]: a for a in anchors}
@@ -186,15 +185,12 @@ def _second_photos(G: Generator, sr: SRGenerator | None, sieve: Sieve, anchors: 
         imgs = render(G, z)
         if sr is not None:
             imgs = sr.upscale(imgs, 64)
-        looks = sieve.inspector.look(imgs, sieve.min_score)
-        d_train = np.full(len(waiting), np.inf)
-        if sieve.bank is not None:
-            d_train = nearest(np.nan_to_num(looks.embedding, nan=1e3), sieve.bank)[0]
+        verdicts = Sieve(sieve.inspector, sieve.bank, sieve.min_score, 0.0, sieve.privacy).sift(imgs)
         still = []
-        for j, i in enumerate(waiting):
-            same = float(np.linalg.norm(by_index[i][2].embedding.astype(np.float64) - looks.embedding[j]))
-            if looks.faces[j] == 1 and d_train[j] >= sieve.privacy and same < sieve.privacy:
-                found[i] = (attempt, imgs[j], Verdict(None, float(looks.score[j]), float(d_train[j]), same, looks.embedding[j]))
+        for j, (i, v) in enumerate(zip(waiting, verdicts)):
+            same = float(np.linalg.norm(by_index[i][2].embedding.astype(np.float64) - v.embedding))
+            if v.reason is None and same < sieve.privacy:
+                found[i] = (attempt, imgs[j], v)
             else:
                 still.append(i)
         waiting = still
@@ -262,8 +258,7 @@ def _write(folder: Path, persons: list[Person], different: list[tuple[int, int, 
              f"{diff.min():.3f} at least (≥ {threshold}).",
              "- So dlib's embedding scores 100 % on this pack by construction; another system's errors on it are "
              "its own. The pairs closest to the threshold are the hard ones (`pairs.jsonl` has each distance).",
-             f"- {tried} candidate faces tried, seed {seed}; rejected: "
-             + ", ".join(f"{key.replace('_', ' ')} {v}" for key, v in rejected.items()) + ".", "",
+             f"- {tried} candidate faces tried, seed {seed}; rejected: {reasons(rejected)}.", "",
              "**Licence**: these are faces made by a model trained on real photos; the licence and consent terms "
              "of those photos may bind the model's outputs. Check them before use.", ""]
     write_text_atomic(folder / "README.md", "\n".join(lines))

@@ -65,9 +65,8 @@ def dataset(
         typer.echo(f"test pack: {pack.k} same-person pairs (distance ≤ {pack.same.max():.3f}) and {pack.k} different-people "
                    f"pairs (≥ {pack.different.min():.3f}) from {pack.tried} faces in {pack.seconds:.0f} s → {pack.out} (pairs.txt)")
         return
-    from facegan.faceset import build
+    from facegan.faceset import build, reasons
 
     built = build(source, n, out, **filters)
-    rejected = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in built.rejected.items())
-    typer.echo(f"kept {built.kept} of {built.tried} faces ({built.kept / max(built.tried, 1):.1%}; rejected: {rejected}) "
+    typer.echo(f"kept {built.kept} of {built.tried} faces ({built.kept / max(built.tried, 1):.1%}; rejected: {reasons(built.rejected)}) "
                f"→ {built.out} (metadata.jsonl, README.md)")

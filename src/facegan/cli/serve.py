@@ -10,7 +10,7 @@ import typer
 from facegan import checks
 from facegan.cli.app import app
 from facegan.errors import FaceganError
-from facegan.identity import SAME_PERSON
+from facegan.identity import SAME_PERSON, check_privacy
 from facegan.serve.limits import Limits
 
 SERVE_HELP = """Serve a trained generator over HTTP: a REST API and a web studio (needs facegan\\[serve]).
@@ -62,7 +62,7 @@ def serve(
 
     checks.integer("--port", port, 0, 65535)
     checks.integer("--max-connections", max_connections, 1, 1_000_000)
-    checks.number("--privacy", privacy, 0.0, 2.0, lo_open=True)
+    check_privacy(privacy)
     if not privacy_check and (train_data is not None or privacy != SAME_PERSON):
         raise FaceganError("--train-data and --privacy go with --privacy-check (they set up \"filter\": \"private\")")
     limits = Limits(max_n=max_n, max_frames=max_frames, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,

@@ -233,18 +233,23 @@ def format_summary(manifest: dict) -> str:
     return "\n".join(lines)
 
 
+def is_built_in(src: str | Path | None) -> bool:
+    """Whether ``src`` names the built-in procedural faces (None, ``procedural``, ``procedural:N``), not a path."""
+    return src is None or str(src) == "procedural" or str(src).startswith("procedural:")
+
+
 def absolute_source(src: str | None) -> str | None:
     """``src`` as an absolute path (a run's saved config then works from any directory); built-in data as is."""
-    if src is None or src == "procedural" or src.startswith("procedural:"):
+    if is_built_in(src):
         return src
     return str(Path(src).expanduser().absolute())
 
 
 def _open(src: str | Path | None, include_fake: bool) -> Source | ProceduralSource:
     """Open a real source, or parse ``None`` / ``procedural`` / ``procedural:N``."""
-    text = "procedural" if src is None else str(src)
-    if text != "procedural" and not text.startswith("procedural:"):
+    if not is_built_in(src):
         return open_source(src, include_fake)
+    text = "procedural" if src is None else str(src)
     count = text.partition(":")[2] or str(DEFAULT_PROCEDURAL_COUNT)
     if not count.isdigit() or int(count) == 0:
         raise FaceganError(

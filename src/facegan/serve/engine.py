@@ -12,7 +12,6 @@ statistics), so a face's bytes do not depend on the batch the micro-batcher put 
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -22,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import save as safetensors_bytes
 
 from facegan import export, saved
 from facegan.errors import FaceganError
@@ -30,6 +28,7 @@ from facegan.models.dcgan import Generator, to_uint8
 from facegan.models.srresnet import SRGenerator
 from facegan.onnx_export import cpu_session
 from facegan.sample import render
+from facegan.saved import weights_sha256
 
 RUNTIMES = ("torch", "onnx")
 
@@ -51,12 +50,6 @@ class Model:
         for f in self._cleanup:
             f()
         self._cleanup.clear()
-
-
-def weights_sha256(net: torch.nn.Module) -> str:
-    """sha256 of a net's fp32 weights in safetensors layout with no metadata: the model's identity."""
-    state = {k: v.detach().float().cpu().contiguous() for k, v in net.state_dict().items()}
-    return hashlib.sha256(safetensors_bytes(state)).hexdigest()
 
 
 def load_model(source: str | Path, upscaler: str | Path | None = None, runtime: str = "torch",
