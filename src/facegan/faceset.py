@@ -204,7 +204,7 @@ def build(source: str | Path, n: int, out: str | Path, seed: int = 0, truncation
             bank = training_bank(prepared, inspector, progress=progress) if prepared else None
             sieve = Sieve(inspector, bank, min_score, duplicate, privacy, kept=_read_kept(out, state.kept))
             state = _fill(G, sr, sieve, out, state, seed, truncation, batch, progress)
-            _write_datasheet(out, model, source, upscale, prepared, bank, state)
+            _write_datasheet(out, model, G, source, upscale, prepared, bank, state)
             state.complete = True
             _save_state(out, state)
     return Built(out, state.kept, state.tried, state.rejected, state.seconds)
@@ -415,12 +415,11 @@ def _read_kept(out: Path, kept: int) -> np.ndarray:
 
 # --- the datasheet -------------------------------------------------------------------------------
 
-def _write_datasheet(out: Path, model: saved.Saved, source: str | Path, upscale: str | Path | None,
+def _write_datasheet(out: Path, model: saved.Saved, G: Generator, source: str | Path, upscale: str | Path | None,
                      prepared: Path | None, bank: np.ndarray | None, state: _State) -> None:
     """README.md: what a user of the set needs to know to use it, and Hugging Face's card header."""
     job = state.job
     info = model.info if model.is_model_folder else {**model.info["config"], **model.info}
-    res = info.get("architecture", info.get("model", {})).get("res")
     lines = ["---", "license: other", "tags: [synthetic, faces, facegan]", "---", "",
              f"# {state.kept} synthetic faces of nobody in the training photos" if job["privacy"] is not None
              else f"# {state.kept} synthetic faces — NOT checked against the training photos", ""]
@@ -442,7 +441,7 @@ def _write_datasheet(out: Path, model: saved.Saved, source: str | Path, upscale:
               f"for seed {job['seed']}, index 0 to {state.tried - 1}, in {state.seconds:.0f} s.", "",
               "## Model", "",
               f"- `{source}` ({'model folder' if model.is_model_folder else 'checkpoint ' + model.checkpoint.name}), "
-              f"preset {info.get('preset')}, {res}² faces, trained on {info.get('images')} images "
+              f"preset {info.get('preset')}, {G.cfg.res}² faces, trained on {info.get('images')} images "
               f"(step {info.get('step')}); weights SHA-256 `{job['model'][:16]}…`",
               f"- truncation: {job['truncation'] if job['truncation'] is not None else 'off'}; "
               f"upscaled by `{upscale}` (the upscaled face is what was checked and kept)" if upscale is not None else

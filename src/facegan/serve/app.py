@@ -218,11 +218,6 @@ def create_app(model: Model, limits: Limits = Limits(), api_key: str | None = No
 
     async def filtered(req: Any, asked: list[tuple[int, int]]) -> tuple[list[tuple[int, int]], list[np.ndarray], list[dict[str, Any]]]:
         """The faces of a filtered request that pass, and the rejected ones with their reasons (serve/filters.py)."""
-        async with filters.slot():
-            return await walk(req, asked)
-
-    async def walk(req: Any, asked: list[tuple[int, int]]) -> tuple[list[tuple[int, int]], list[np.ndarray], list[dict[str, Any]]]:
-        sieve = await run_in_threadpool(filters.sieve, req.filter)
         if req.seeds is not None:
             batches = [asked]
         else:
@@ -230,17 +225,19 @@ def create_app(model: Model, limits: Limits = Limits(), api_key: str | None = No
             batches = [[(req.seed, req.start + k) for k in range(s, min(s + req.n, tries)) if req.start + k <= SEED_MAX]
                        for s in range(0, tries, req.n)]
         faces, imgs, rejected = [], [], []
-        for batch in batches:
-            if not batch or len(faces) == len(asked):
-                break
-            z = await run_in_threadpool(_latents, batch, G.cfg.z_dim, req.truncation)
-            out = await render(z)
-            for (s, i), img, v in zip(batch, out, await filters.sift(sieve, out, len(asked) - len(faces))):
-                if v.reason is not None:
-                    rejected.append({"seed": s, "index": i, "reason": v.reason})
-                else:
-                    faces.append((s, i))
-                    imgs.append(img)
+        async with filters.slot():
+            sieve = await run_in_threadpool(filters.sieve, req.filter)
+            for batch in batches:
+                if not batch or len(faces) == len(asked):
+                    break
+                z = await run_in_threadpool(_latents, batch, G.cfg.z_dim, req.truncation)
+                out = await render(z)
+                for (s, i), img, v in zip(batch, out, await filters.sift(sieve, out, len(asked) - len(faces))):
+                    if v.reason is not None:
+                        rejected.append({"seed": s, "index": i, "reason": v.reason})
+                    else:
+                        faces.append((s, i))
+                        imgs.append(img)
         if not faces:
             reasons = ", ".join(sorted({r["reason"].replace("_", " ") for r in rejected}))
             raise HTTPException(422, f"none of the {len(rejected)} faces tried passed the {req.filter!r} filter ({reasons})")
